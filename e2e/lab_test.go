@@ -1,0 +1,207 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"net/netip"
+	"os"
+	"os/exec"
+	"syscall"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/overlaylab/overlaylab/lab"
+	"github.com/overlaylab/overlaylab/overlay/subnet"
+	"github.com/overlaylab/overlaylab/pcapcheck"
+	"github.com/overlaylab/overlaylab/topo"
+)
+
+// labSpecs is the life of one lab of a backend: up, inspect, break, recover, down.
+func labSpecs(backend, name string) {
+	Describe("a 3-host × 2-container "+backend+" lab", Ordered, func() {
+		var linksBefore string
+
+		BeforeAll(func() {
+			linksBefore = rootLinks()
+			r := run(labArgs(name, "up", "--hosts", "3", "--containers", "2", "--backend", backend)...)
+			if r.code != 0 {
+				dumpLab(name)
+			}
+			Expect(r.code).To(Equal(0), r.String())
+			Expect(r.stdout).To(ContainSubstring("ping matrix: 30/30 pairs answered"))
+			Expect(r.stdout).To(ContainSubstring("no bare container traffic"))
+		})
+
+		AfterEach(func() {
+			if CurrentSpecReport().Failed() {
+				dumpLab(name)
+			}
+		})
+
+		AfterAll(func() {
+			// Whatever happened, leave nothing behind.
+			run(labArgs(name, "down")...)
+		})
+
+		It("reports itself through status -o json as the contract says", func() {
+			r := run(labArgs(name, "status", "-o", "json")...)
+			Expect(r.code).To(Equal(0), r.String())
+			var raw map[string]any
+			Expect(json.Unmarshal([]byte(r.stdout), &raw)).To(Succeed())
+			for _, k := range []string{"name", "backend", "network", "etcd", "underlay", "hosts"} {
+				Expect(raw).To(HaveKey(k))
+			}
+			st := status(name)
+			Expect(st.Name).To(Equal(name))
+			Expect(st.Backend).To(Equal(backend))
+			Expect(st.Network).To(Equal("10.10.0.0/16"))
+			Expect(st.Etcd.Endpoints).To(ConsistOf("http://192.168.77.250:2379"))
+			Expect(netnsWithPrefix(st.Etcd.Netns)).To(ContainElement(st.Etcd.Netns))
+			Expect(st.Underlay.CIDR).To(Equal("192.168.77.0/24"))
+			Expect(netnsWithPrefix(st.Underlay.Netns)).To(ContainElement(st.Underlay.Netns))
+			Expect(st.Hosts).To(HaveLen(3))
+			seen := map[string]bool{}
+			for i, h := range st.Hosts {
+				Expect(h.UnderlayIP).To(Equal(netip.AddrFrom4([4]byte{192, 168, 77, byte(i + 1)}).String()))
+				p := netip.MustParsePrefix(h.Subnet)
+				Expect(p.Bits()).To(Equal(24))
+				Expect(netip.MustParsePrefix("10.10.0.0/16").Contains(p.Addr())).To(BeTrue())
+				Expect(seen[h.Subnet]).To(BeFalse(), "subnet %s leased twice", h.Subnet)
+				seen[h.Subnet] = true
+				Expect(h.AgentPID).To(BeNumerically(">", 0))
+				Expect(syscall.Kill(h.AgentPID, 0)).To(Succeed())
+				Expect(h.Containers).To(HaveLen(2))
+				for j, c := range h.Containers {
+					Expect(p.Contains(netip.MustParseAddr(c.IP))).To(BeTrue())
+					Expect(c.IP).To(Equal(nthHost(p, j+2).String()))
+					Expect(netnsWithPrefix(c.Netns)).To(ContainElement(c.Netns))
+				}
+			}
+		})
+
+		It("holds one etcd lease key per host with flannel's JSON", func() {
+			st := status(name)
+			keys := etcdKeys(st)
+			Expect(keys).To(HaveKey("/coreos.com/network/config"))
+			for _, h := range st.Hosts {
+				key := "/coreos.com/network/subnets/" + subnet.SubnetKey(netip.MustParsePrefix(h.Subnet))
+				Expect(keys).To(HaveKey(key))
+				var v map[string]any
+				Expect(json.Unmarshal([]byte(keys[key]), &v)).To(Succeed())
+				Expect(v["PublicIP"]).To(Equal(h.UnderlayIP))
+				Expect(v["BackendType"]).To(Equal(backend))
+				Expect(v).To(HaveKey("BackendData"))
+			}
+		})
+
+		It("answers ping from outside the tool (ip netns exec … ping)", func() {
+			if _, err := exec.LookPath("ping"); err != nil {
+				Skip("ping is not installed (.ci/run installs iputils-ping)")
+			}
+			st := status(name)
+			from := st.Hosts[0].Containers[0]
+			to := st.Hosts[2].Containers[1]
+			r := inNetns(from.Netns, 10*time.Second, "ping", "-c", "2", "-W", "2", to.IP)
+			Expect(r.code).To(Equal(0), r.String())
+			Expect(r.stdout).To(ContainSubstring("2 received"))
+		})
+
+		It("passes the full ping matrix with encapsulated traffic on h2's wire", func() {
+			st := status(name)
+			checkMatrixAndWire(st, 1)
+		})
+
+		It("brings a SIGKILLed agent back with the same subnet, and the matrix passes again", func() {
+			st := status(name)
+			h := st.Hosts[1]
+			oldPID := h.AgentPID
+			r := run(labArgs(name, "kill", h.Name, "--signal", "KILL")...)
+			Expect(r.code).To(Equal(0), r.String())
+			Expect(gone(oldPID)).To(BeTrue())
+
+			r = run(labArgs(name, "start", h.Name)...)
+			Expect(r.code).To(Equal(0), r.String())
+			st = status(name)
+			Expect(st.Hosts[1].AgentPID).NotTo(Equal(oldPID))
+			Expect(st.Hosts[1].Subnet).To(Equal(h.Subnet))
+			// Exactly one lease key for this host's address.
+			n := 0
+			for k, v := range etcdKeys(st) {
+				var attrs struct{ PublicIP string }
+				if k != "/coreos.com/network/config" && json.Unmarshal([]byte(v), &attrs) == nil && attrs.PublicIP == h.UnderlayIP {
+					n++
+				}
+			}
+			Expect(n).To(Equal(1))
+			checkMatrixAndWire(st, 0)
+		})
+
+		It("goes down completely and idempotently", func() {
+			st := status(name)
+			pids := []int{st.Etcd.PID}
+			for _, h := range st.Hosts {
+				pids = append(pids, h.AgentPID)
+			}
+			r := run(labArgs(name, "down")...)
+			Expect(r.code).To(Equal(0), r.String())
+			Expect(netnsWithPrefix(topo.Names{Lab: name}.Prefix())).To(BeEmpty())
+			for _, pid := range pids {
+				Eventually(func() bool { return gone(pid) }).Should(BeTrue(), "pid %d still runs", pid)
+			}
+			_, err := os.Stat(lab.StateDir(stateRoot, name))
+			Expect(os.IsNotExist(err)).To(BeTrue())
+			Expect(rootLinks()).To(Equal(linksBefore))
+			r = run(labArgs(name, "down")...)
+			Expect(r.code).To(Equal(0), "second down: "+r.String())
+		})
+	})
+}
+
+// checkMatrixAndWire runs the full ping matrix while capturing on host
+// index hi's underlay and checks that host's cross-host echoes.
+func checkMatrixAndWire(st *lab.State, hi int) {
+	h := st.Hosts[hi]
+	capt, err := pcapcheck.Start(context.Background(), h.Netns, "eth0")
+	Expect(err).NotTo(HaveOccurred())
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	m, err := lab.PingMatrix(ctx, st.Endpoints(), nil, 250*time.Millisecond)
+	cancel()
+	time.Sleep(50 * time.Millisecond)
+	frames, cerr := capt.Stop()
+	Expect(err).NotTo(HaveOccurred())
+	Expect(m.OK()).To(BeTrue(), "ping matrix:\n%s", m)
+	Expect(cerr).NotTo(HaveOccurred())
+
+	x := pcapcheck.Expect{Encap: st.Encap()}
+	for _, c := range h.Containers {
+		for _, peer := range st.Hosts {
+			if peer.Name == h.Name {
+				continue
+			}
+			for _, pc := range peer.Containers {
+				f := pcapcheck.Flow{InnerSrc: netip.MustParseAddr(c.IP), InnerDst: netip.MustParseAddr(pc.IP)}
+				if st.Backend != "host-gw" {
+					f.OuterSrc, f.OuterDst = netip.MustParseAddr(h.UnderlayIP), netip.MustParseAddr(peer.UnderlayIP)
+				}
+				x.Echoes = append(x.Echoes, f)
+			}
+		}
+	}
+	Expect(x.Echoes).To(HaveLen(len(h.Containers) * len(h.Containers) * (len(st.Hosts) - 1)))
+	rep := pcapcheck.Check(pcapcheck.Decode(frames, x.Encap), x)
+	Expect(rep.OK).To(BeTrue(), rep.Summary)
+}
+
+func nthHost(p netip.Prefix, n int) netip.Addr {
+	a := p.Masked().Addr()
+	for range n {
+		a = a.Next()
+	}
+	return a
+}
+
+var _ = Describe("lab", func() {
+	labSpecs("udp", "e2eudp")
+})

@@ -1,0 +1,146 @@
+// Package nsutil runs work inside a network namespace without leaking the
+// namespace switch to other goroutines.
+//
+// The pattern: lock the goroutine to its OS thread, remember the thread's
+// current namespace, switch, do the work, switch back, and unlock only when the
+// switch back succeeded. If it failed the thread stays locked and Go discards it
+// when the goroutine ends, so no other goroutine ever runs in the wrong netns.
+package nsutil
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+
+	"github.com/vishvananda/netns"
+)
+
+// RunDir is where iproute2 keeps named network namespaces.
+const RunDir = "/var/run/netns"
+
+// Do runs fn with the calling OS thread inside the namespace at path.
+func Do(path string, fn func() error) error {
+	target, err := netns.GetFromPath(path)
+	if err != nil {
+		return fmt.Errorf("open netns %s: %w", path, err)
+	}
+	defer target.Close()
+	return DoHandle(target, fn)
+}
+
+// DoNamed runs fn inside the named namespace (as listed by `ip netns`).
+func DoNamed(name string, fn func() error) error {
+	return Do(filepath.Join(RunDir, name), fn)
+}
+
+// DoHandle runs fn inside the namespace given by an open handle.
+func DoHandle(target netns.NsHandle, fn func() error) error {
+	errc := make(chan error, 1)
+	// A fresh goroutine: if restoring fails we let its thread die instead of
+	// poisoning the caller's thread.
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("get current netns: %w", err)
+			return
+		}
+		defer orig.Close()
+		if err := netns.Set(target); err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("enter netns: %w", err)
+			return
+		}
+		ferr := fn()
+		if err := netns.Set(orig); err != nil {
+			// Thread stays locked: Go terminates it when this goroutine exits.
+			errc <- fmt.Errorf("restore netns: %w (work result: %v)", err, ferr)
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	return <-errc
+}
+
+// Exists reports whether a named namespace exists.
+func Exists(name string) bool {
+	_, err := os.Stat(filepath.Join(RunDir, name))
+	return err == nil
+}
+
+// DialContext returns a dialer whose sockets are created inside the named
+// namespace. A socket keeps the namespace it was created in, so the connection
+// works from any goroutine afterwards.
+func DialContext(nsName string) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var conn net.Conn
+		err := DoNamed(nsName, func() error {
+			var d net.Dialer
+			c, err := d.DialContext(ctx, network, addr)
+			conn = c
+			return err
+		})
+		return conn, err
+	}
+}
+
+// Create makes a new named namespace without leaving the calling thread in it
+// (netns.NewNamed switches the thread into the new namespace).
+func Create(name string) error {
+	orig, err := netns.Get()
+	if err != nil {
+		return fmt.Errorf("get current netns: %w", err)
+	}
+	defer orig.Close()
+	return DoHandle(orig, func() error {
+		h, err := netns.NewNamed(name)
+		if err != nil {
+			return fmt.Errorf("create netns %s: %w", name, err)
+		}
+		h.Close()
+		return nil
+	})
+}
+
+// Delete removes a named namespace; a missing one is not an error.
+func Delete(name string) error {
+	if err := netns.DeleteNamed(name); err != nil && !os.IsNotExist(err) {
+		if _, serr := os.Stat(filepath.Join(RunDir, name)); os.IsNotExist(serr) {
+			return nil
+		}
+		return fmt.Errorf("delete netns %s: %w", name, err)
+	}
+	return nil
+}
+
+// List returns the named namespaces whose names start with prefix.
+func List(prefix string) ([]string, error) {
+	ents, err := os.ReadDir(RunDir)
+	if os.IsNotExist(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range ents {
+		if len(e.Name()) >= len(prefix) && e.Name()[:len(prefix)] == prefix {
+			out = append(out, e.Name())
+		}
+	}
+	return out, nil
+}
+
+// Handle opens a named namespace.
+func Handle(name string) (netns.NsHandle, error) {
+	h, err := netns.GetFromName(name)
+	if err != nil {
+		return h, fmt.Errorf("open netns %s: %w", name, err)
+	}
+	return h, nil
+}

@@ -1,0 +1,219 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/net/icmp"
+	"golang.org/x/net/ipv4"
+
+	"github.com/overlaylab/overlaylab/internal/nsutil"
+)
+
+// Endpoint is one thing that can ping and be pinged.
+type Endpoint struct {
+	Name  string // "h1/c1"
+	Netns string
+	IP    netip.Addr
+}
+
+// Matrix is the outcome of a connectivity check: for each ordered pair, did an
+// echo request get its reply.
+type Matrix struct {
+	Endpoints []Endpoint
+	Expected  [][]bool
+	Actual    [][]bool
+}
+
+// OK reports whether actual equals expected everywhere.
+func (m *Matrix) OK() bool {
+	for i := range m.Expected {
+		for j := range m.Expected[i] {
+			if m.Expected[i][j] != m.Actual[i][j] {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// Failures counts the pairs where actual differs from expected.
+func (m *Matrix) Failures() int {
+	n := 0
+	for i := range m.Expected {
+		for j := range m.Expected[i] {
+			if m.Expected[i][j] != m.Actual[i][j] {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// String draws expected vs actual side by side; a wrong cell is marked.
+func (m *Matrix) String() string {
+	var b strings.Builder
+	w := 6
+	for _, e := range m.Endpoints {
+		w = max(w, len(e.Name)+1)
+	}
+	cell := func(exp, act bool) string {
+		switch {
+		case exp && act:
+			return "ok"
+		case !exp && !act:
+			return "-"
+		case exp && !act:
+			return "FAIL"
+		default:
+			return "LEAK"
+		}
+	}
+	fmt.Fprintf(&b, "%-*s", w, "from\\to")
+	for _, e := range m.Endpoints {
+		fmt.Fprintf(&b, " %-*s", w, e.Name)
+	}
+	b.WriteString("\n")
+	for i, src := range m.Endpoints {
+		fmt.Fprintf(&b, "%-*s", w, src.Name)
+		for j := range m.Endpoints {
+			s := ""
+			if i != j {
+				s = cell(m.Expected[i][j], m.Actual[i][j])
+			}
+			fmt.Fprintf(&b, " %-*s", w, s)
+		}
+		b.WriteString("\n")
+	}
+	b.WriteString("ok: reply as expected; -: no reply, as expected; FAIL: expected a reply, got none; LEAK: got a reply that should not exist\n")
+	return b.String()
+}
+
+// PingMatrix probes every ordered pair of distinct endpoints with ICMP echo
+// from inside the source namespace, all in parallel, retrying unanswered
+// pairs every interval until each expected pair answered or ctx ends. expect
+// says which pairs should answer (nil: all).
+func PingMatrix(ctx context.Context, eps []Endpoint, expect func(i, j int) bool, interval time.Duration) (*Matrix, error) {
+	n := len(eps)
+	m := &Matrix{Endpoints: eps, Expected: make([][]bool, n), Actual: make([][]bool, n)}
+	for i := range n {
+		m.Expected[i] = make([]bool, n)
+		m.Actual[i] = make([]bool, n)
+		for j := range n {
+			m.Expected[i][j] = i != j && (expect == nil || expect(i, j))
+		}
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = probeFrom(ctx, eps, i, m, &mu, interval)
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return m, err
+		}
+	}
+	return m, nil
+}
+
+// probeFrom owns one raw ICMP socket in the source namespace. Raw ICMP
+// sockets see every reply in the namespace, so replies are matched by our
+// echo ID and the target's address.
+func probeFrom(ctx context.Context, eps []Endpoint, i int, m *Matrix, mu *sync.Mutex, interval time.Duration) error {
+	src := eps[i]
+	var conn *icmp.PacketConn
+	err := nsutil.DoNamed(src.Netns, func() error {
+		c, err := icmp.ListenPacket("ip4:icmp", "0.0.0.0")
+		conn = c
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("icmp socket in %s: %w", src.Netns, err)
+	}
+	defer conn.Close()
+	id := (os.Getpid()*31 + i*7919) & 0xffff
+
+	want := map[netip.Addr]int{}
+	for j, dst := range eps {
+		if j != i {
+			want[dst.IP] = j
+		}
+	}
+	got := map[int]bool{}
+	pending := func() []int {
+		var p []int
+		for j := range eps {
+			if j != i && !got[j] {
+				p = append(p, j)
+			}
+		}
+		return p
+	}
+	done := func() bool {
+		// Stop early once every pair that should answer has; pairs that
+		// should not answer keep being probed until the deadline only if
+		// some expected pair is still missing.
+		mu.Lock()
+		defer mu.Unlock()
+		for j := range eps {
+			if m.Expected[i][j] && !got[j] {
+				return false
+			}
+		}
+		return true
+	}
+	buf := make([]byte, 1500)
+	seq := 0
+	for {
+		for _, j := range pending() {
+			seq++
+			msg := icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: id, Seq: seq, Data: []byte("overlaylab-probe")}}
+			wb, _ := msg.Marshal(nil)
+			_, _ = conn.WriteTo(wb, &net.IPAddr{IP: eps[j].IP.AsSlice()})
+		}
+		round := time.Now().Add(interval)
+		if dl, ok := ctx.Deadline(); ok && dl.Before(round) {
+			round = dl
+		}
+		for time.Now().Before(round) {
+			_ = conn.SetReadDeadline(round)
+			k, peer, err := conn.ReadFrom(buf)
+			if err != nil {
+				break
+			}
+			rm, err := icmp.ParseMessage(1, buf[:k])
+			if err != nil || rm.Type != ipv4.ICMPTypeEchoReply {
+				continue
+			}
+			echo, ok := rm.Body.(*icmp.Echo)
+			if !ok || echo.ID != id {
+				continue
+			}
+			ip, ok := netip.AddrFromSlice(peer.(*net.IPAddr).IP)
+			if !ok {
+				continue
+			}
+			if j, ok := want[ip.Unmap()]; ok {
+				got[j] = true
+				mu.Lock()
+				m.Actual[i][j] = true
+				mu.Unlock()
+			}
+		}
+		if done() || ctx.Err() != nil {
+			return nil
+		}
+	}
+}

@@ -1,0 +1,539 @@
+// Package lab runs a lab: it builds the topology with topo, starts etcd and
+// one real agent process per host, wires containers to each host's bridge
+// from the agent's subnet.env, and verifies the overlay with pings and a
+// capture on the wire. Everything it creates is named with the lab's prefix
+// and recorded in a state dir, so `down` can always undo it.
+package lab
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/overlaylab/overlaylab/internal/nsutil"
+	"github.com/overlaylab/overlaylab/overlay/config"
+	"github.com/overlaylab/overlaylab/overlay/subnetenv"
+	"github.com/overlaylab/overlaylab/topo"
+)
+
+// Spec is what `up` is asked to build.
+type Spec struct {
+	Name          string
+	Hosts         int
+	Containers    int
+	Backend       string
+	Network       string // CIDR
+	SubnetLen     int    // 0 = flannel's default
+	Underlay      string // CIDR
+	UnderlayMTU   int
+	EtcdEndpoints []string // external etcd; empty = embedded
+	StateRoot     string
+	Binary        string   // the overlaylab binary to run children from
+	AgentArgs     []string // extra agent flags for every host
+	Verify        bool
+	Out           io.Writer // progress and summary
+}
+
+// Defaults.
+const (
+	DefaultName     = "default"
+	DefaultUnderlay = "192.168.77.0/24"
+	DefaultNetwork  = "10.10.0.0/16"
+	etcdHostOffset  = 250
+	healthzPort     = 9285
+)
+
+// plan is a checked Spec with everything derived.
+type plan struct {
+	Spec
+	names    topo.Names
+	underlay netip.Prefix
+	netCfg   *config.Config
+	cfgJSON  []byte
+	etcdIP   netip.Addr
+	dir      string
+}
+
+// Check validates a spec without touching the system; every error says what
+// is wrong and what to do.
+func (s Spec) Check() (*plan, error) {
+	p := &plan{Spec: s, names: topo.Names{Lab: s.Name}}
+	if s.Hosts < 1 {
+		return nil, fmt.Errorf("--hosts %d: need at least 1 host", s.Hosts)
+	}
+	if s.Containers < 0 {
+		return nil, fmt.Errorf("--containers %d: cannot be negative", s.Containers)
+	}
+	if s.Containers > 250 {
+		return nil, fmt.Errorf("--containers %d: at most 250 per host", s.Containers)
+	}
+	if err := p.names.Check(s.Hosts, s.Containers); err != nil {
+		return nil, err
+	}
+	ul, err := netip.ParsePrefix(s.Underlay)
+	if err != nil || !ul.Addr().Is4() {
+		return nil, fmt.Errorf("--underlay %q: not an IPv4 CIDR", s.Underlay)
+	}
+	p.underlay = ul.Masked()
+	size := 1 << (32 - ul.Bits())
+	if size-2 < etcdHostOffset || s.Hosts >= etcdHostOffset {
+		return nil, fmt.Errorf("--underlay %s with %d hosts: need a /24 or larger and fewer than %d hosts (etcd sits at .%d)", s.Underlay, s.Hosts, etcdHostOffset, etcdHostOffset)
+	}
+	p.etcdIP = nthAddr(p.underlay.Addr(), etcdHostOffset)
+	if s.UnderlayMTU != 0 && (s.UnderlayMTU < 576 || s.UnderlayMTU > 9000) {
+		return nil, fmt.Errorf("--underlay-mtu %d: must be 576..9000", s.UnderlayMTU)
+	}
+	raw := map[string]any{"Network": s.Network, "Backend": backendJSON(s.Backend)}
+	if s.SubnetLen != 0 {
+		raw["SubnetLen"] = s.SubnetLen
+	}
+	js, _ := json.Marshal(raw)
+	cfg, err := config.Parse(js)
+	if err != nil {
+		return nil, fmt.Errorf("network config: %w", err)
+	}
+	if cfg.Network.Overlaps(p.underlay) {
+		return nil, fmt.Errorf("--network %s overlaps --underlay %s: pick disjoint ranges", cfg.Network, p.underlay)
+	}
+	if n := cfg.SubnetCount(); n < s.Hosts {
+		return nil, fmt.Errorf("--network %s with /%d subnets holds %d leasable subnets, fewer than --hosts %d: use a larger network or a longer --subnet-len", cfg.Network, cfg.SubnetLen, n, s.Hosts)
+	}
+	if hostsPer := (1 << (32 - cfg.SubnetLen)) - 3; s.Containers > hostsPer {
+		return nil, fmt.Errorf("--containers %d: a /%d subnet holds only %d containers besides the bridge", s.Containers, cfg.SubnetLen, hostsPer)
+	}
+	p.netCfg = cfg
+	p.cfgJSON, err = cfg.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	p.dir = StateDir(s.StateRoot, s.Name)
+	return p, nil
+}
+
+func backendJSON(t string) map[string]any {
+	b := map[string]any{"Type": t}
+	switch t {
+	case "udp":
+		b["Port"] = 8285
+	case "vxlan":
+		b["VNI"] = 1
+		b["Port"] = 8472
+	}
+	return b
+}
+
+func nthAddr(base netip.Addr, n int) netip.Addr {
+	a := base.As4()
+	v := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])
+	v += uint32(n)
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}
+
+// Preflight checks what needs the real system: root, /dev/net/tun.
+func Preflight(backend string) error {
+	if os.Geteuid() != 0 {
+		return errors.New("overlaylab needs root to create network namespaces: run it with sudo")
+	}
+	if backend == "udp" {
+		if _, err := os.Stat("/dev/net/tun"); err != nil {
+			return fmt.Errorf("the udp backend needs /dev/net/tun (%v): load the tun module (modprobe tun) or use --backend vxlan", err)
+		}
+	}
+	return nil
+}
+
+// Exists reports whether a lab of that name has state or namespaces.
+func Exists(root, name string) bool {
+	if _, err := os.Stat(statePath(StateDir(root, name))); err == nil {
+		return true
+	}
+	ns, _ := nsutil.List(topo.Names{Lab: name}.Prefix())
+	return len(ns) > 0
+}
+
+// Up builds and verifies a lab. On a build error it tears down what it made.
+// On a verification failure the lab stays up for inspection and the error
+// says so.
+func Up(ctx context.Context, s Spec) (*State, error) {
+	p, err := s.Check()
+	if err != nil {
+		return nil, err
+	}
+	if err := Preflight(s.Backend); err != nil {
+		return nil, err
+	}
+	if Exists(s.StateRoot, s.Name) {
+		return nil, fmt.Errorf("lab %q already exists: use it, or run `overlaylab down --name %s` first", s.Name, s.Name)
+	}
+	if err := os.MkdirAll(p.dir, 0o755); err != nil {
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	st := &State{
+		Name: s.Name, Backend: s.Backend, Network: p.netCfg.Network.String(), StateDir: p.dir, Phase: "building",
+		Underlay: UnderlayState{Netns: p.names.UnderlayNS(), Bridge: p.names.Bridge(), CIDR: p.underlay.String(), MTU: s.UnderlayMTU},
+		Etcd:     EtcdState{Netns: p.names.EtcdNS(), Endpoints: []string{"http://" + p.etcdIP.String() + ":2379"}, External: s.EtcdEndpoints},
+	}
+	if err := st.Save(); err != nil {
+		return nil, err
+	}
+	built := false
+	defer func() {
+		if !built {
+			_ = Down(context.Background(), s.StateRoot, s.Name)
+		}
+	}()
+	pr := &progress{w: s.Out, start: time.Now()}
+	if err := p.build(ctx, st, pr); err != nil {
+		return nil, err
+	}
+	built = true
+	st.Phase = "up"
+	if err := st.Save(); err != nil {
+		return st, err
+	}
+	if s.Verify {
+		if err := Verify(ctx, st, pr); err != nil {
+			return st, err
+		}
+	}
+	pr.summary(st)
+	return st, nil
+}
+
+func (p *plan) build(ctx context.Context, st *State, pr *progress) error {
+	// Underlay.
+	pr.phase("underlay")
+	if err := topo.CreateNS(p.names.UnderlayNS()); err != nil {
+		return err
+	}
+	if err := topo.CreateBridge(p.names.UnderlayNS(), p.names.Bridge(), netip.Prefix{}, p.UnderlayMTU); err != nil {
+		return err
+	}
+	// etcd.
+	pr.phase("etcd")
+	if err := p.startEtcd(ctx, st); err != nil {
+		return err
+	}
+	if err := st.Save(); err != nil {
+		return err
+	}
+	// Hosts.
+	pr.phase("hosts")
+	st.Hosts = make([]HostState, p.Hosts)
+	g, _ := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for i := 1; i <= p.Hosts; i++ {
+		h := &st.Hosts[i-1]
+		*h = HostState{
+			Name: p.names.Host(i), Netns: p.names.HostNS(i),
+			UnderlayIP: nthAddr(p.underlay.Addr(), i).String(),
+			SubnetFile: filepath.Join(p.dir, p.names.Host(i), "subnet.env"),
+			AgentLog:   filepath.Join(p.dir, "logs", p.names.Host(i)+"-agent.log"),
+			Containers: []ContainerState{},
+		}
+		g.Go(func() error { return p.buildHost(i, h) })
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	if err := st.Save(); err != nil {
+		return err
+	}
+	// Agents.
+	pr.phase("agents")
+	for i := range st.Hosts {
+		if err := StartAgent(st, &st.Hosts[i], p.Binary, p.AgentArgs); err != nil {
+			return err
+		}
+	}
+	if err := st.Save(); err != nil {
+		return err
+	}
+	if err := WaitAgents(ctx, st, 30*time.Second, nil); err != nil {
+		return err
+	}
+	// Containers.
+	pr.phase("containers")
+	g, _ = errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for i := range st.Hosts {
+		h := &st.Hosts[i]
+		g.Go(func() error { return p.buildContainers(i+1, h) })
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	return st.Save()
+}
+
+func (p *plan) startEtcd(ctx context.Context, st *State) error {
+	ns := p.names.EtcdNS()
+	if err := topo.CreateNS(ns); err != nil {
+		return err
+	}
+	err := topo.Attach(topo.Attachment{
+		NodeNS: ns, NodeIf: "eth0", NodeMAC: topo.MAC(topo.MACEtcd, 0, 1),
+		Addr:     netip.PrefixFrom(p.etcdIP, p.underlay.Bits()),
+		MTU:      p.UnderlayMTU,
+		BridgeNS: p.names.UnderlayNS(), Bridge: p.names.Bridge(), Port: p.names.EtcdPort(), PortMAC: topo.MAC(topo.MACPort, 0, 250),
+	})
+	if err != nil {
+		return err
+	}
+	logPath := filepath.Join(p.dir, "logs", "etcd.log")
+	var args []string
+	if len(p.EtcdEndpoints) > 0 {
+		target, err := hostPort(p.EtcdEndpoints[0])
+		if err != nil {
+			return err
+		}
+		// The proxy runs in the root netns to reach the external etcd and
+		// listens inside the etcd netns.
+		args = []string{"etcd-proxy", "--netns", ns, "--listen", p.etcdIP.String() + ":2379", "--target", target}
+		pid, err := spawn(p.Binary, "", p.Name, "etcd-proxy", args, logPath)
+		if err != nil {
+			return err
+		}
+		st.Etcd.PID = pid
+	} else {
+		st.Etcd.DataDir = filepath.Join(p.dir, "etcd")
+		args = []string{"etcd", "--name", p.Name, "--data-dir", st.Etcd.DataDir,
+			"--client-ip", p.etcdIP.String(), "--client-ip", "127.0.0.1", "--peer-ip", p.etcdIP.String()}
+		pid, err := spawn(p.Binary, ns, p.Name, "etcd", args, logPath)
+		if err != nil {
+			return err
+		}
+		st.Etcd.PID = pid
+	}
+	cli, err := Client(st.Etcd.Endpoints, ns)
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if err := waitEtcd(wctx, cli); err != nil {
+		return fmt.Errorf("%w\n--- %s ---\n%s", err, logPath, tail(logPath, 20))
+	}
+	if _, err := cli.Put(ctx, "/coreos.com/network/config", string(p.cfgJSON)); err != nil {
+		return fmt.Errorf("write network config: %w", err)
+	}
+	return nil
+}
+
+func hostPort(endpoint string) (string, error) {
+	s := strings.TrimPrefix(strings.TrimPrefix(endpoint, "http://"), "https://")
+	if strings.HasPrefix(endpoint, "https://") {
+		return "", fmt.Errorf("--etcd-endpoints %s: TLS endpoints are not proxied into a lab yet; use http", endpoint)
+	}
+	if !strings.Contains(s, ":") {
+		return "", fmt.Errorf("--etcd-endpoints %s: give host:port", endpoint)
+	}
+	return strings.TrimSuffix(s, "/"), nil
+}
+
+func (p *plan) buildHost(i int, h *HostState) error {
+	if err := topo.CreateNS(h.Netns); err != nil {
+		return err
+	}
+	ip := netip.MustParseAddr(h.UnderlayIP)
+	err := topo.Attach(topo.Attachment{
+		NodeNS: h.Netns, NodeIf: "eth0", NodeMAC: topo.MAC(topo.MACHost, i, 0),
+		Addr: netip.PrefixFrom(ip, p.underlay.Bits()), MTU: p.UnderlayMTU,
+		BridgeNS: p.names.UnderlayNS(), Bridge: p.names.Bridge(), Port: p.names.HostPort(i), PortMAC: topo.MAC(topo.MACPort, i, 0),
+	})
+	if err != nil {
+		return err
+	}
+	// A host forwards between its containers' bridge and the overlay, as a
+	// container runtime would set it up.
+	return topo.Sysctl(h.Netns, "net/ipv4/ip_forward", "1")
+}
+
+// StartAgent starts (or restarts) the agent of one host.
+func StartAgent(st *State, h *HostState, bin string, extra []string) error {
+	if extra == nil {
+		extra = h.AgentArgs
+	}
+	args := []string{"agent",
+		"--etcd-endpoints", strings.Join(st.Etcd.Endpoints, ","),
+		"--iface", "eth0",
+		"--subnet-file", h.SubnetFile,
+		"--healthz-ip", "0.0.0.0", "--healthz-port", strconv.Itoa(healthzPort),
+	}
+	args = append(args, extra...)
+	pid, err := spawn(bin, h.Netns, st.Name, "agent-"+h.Name, args, h.AgentLog)
+	if err != nil {
+		return err
+	}
+	h.AgentPID = pid
+	h.AgentArgs = extra
+	return nil
+}
+
+// WaitAgents waits until every agent (or those in only) answers /readyz
+// (lease held, datapath programmed, subnet.env written), then records subnet
+// and MTU from its subnet.env. An agent that exits first fails the wait with
+// the end of its log.
+func WaitAgents(ctx context.Context, st *State, timeout time.Duration, only []string) error {
+	deadline := time.Now().Add(timeout)
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(16)
+	for i := range st.Hosts {
+		h := &st.Hosts[i]
+		if only != nil && !contains(only, h.Name) {
+			continue
+		}
+		g.Go(func() error {
+			for !agentReady(ctx, h) {
+				if !alive(h.AgentPID, st.Name) {
+					return fmt.Errorf("agent on %s (pid %d) exited before it was ready\n--- %s ---\n%s", h.Name, h.AgentPID, h.AgentLog, tail(h.AgentLog, 20))
+				}
+				if time.Now().After(deadline) {
+					return fmt.Errorf("agent on %s not ready within %s\n--- %s ---\n%s", h.Name, timeout, h.AgentLog, tail(h.AgentLog, 20))
+				}
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(20 * time.Millisecond):
+				}
+			}
+			env, err := subnetenv.Read(h.SubnetFile)
+			if err != nil {
+				return fmt.Errorf("agent on %s is ready but: %w", h.Name, err)
+			}
+			h.Subnet = env.Subnet.Masked().String()
+			h.MTU = env.MTU
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+// agentReady asks the agent's /readyz from inside its host namespace.
+func agentReady(ctx context.Context, h *HostState) bool {
+	dial := nsutil.DialContext(h.Netns)
+	c := &http.Client{
+		Timeout:   time.Second,
+		Transport: &http.Transport{DialContext: dial, DisableKeepAlives: true},
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://127.0.0.1:"+strconv.Itoa(healthzPort)+"/readyz", nil)
+	if err != nil {
+		return false
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+func contains(xs []string, x string) bool {
+	for _, y := range xs {
+		if y == x {
+			return true
+		}
+	}
+	return false
+}
+
+// buildContainers configures the host's container bridge from subnet.env
+// (what `docker --bip=$FLANNEL_SUBNET --mtu=$FLANNEL_MTU` does) and attaches
+// the containers with the next addresses of the subnet.
+func (p *plan) buildContainers(i int, h *HostState) error {
+	env, err := subnetenv.Read(h.SubnetFile)
+	if err != nil {
+		return err
+	}
+	gw := env.Subnet // e.g. 10.10.3.1/24
+	if err := topo.CreateBridge(h.Netns, p.names.Bridge(), gw, env.MTU); err != nil {
+		return err
+	}
+	ip := gw.Addr()
+	for j := 1; j <= p.Containers; j++ {
+		ip = ip.Next()
+		c := ContainerState{Name: p.names.Container(j), Netns: p.names.ContainerNS(i, j), IP: ip.String()}
+		if err := topo.CreateNS(c.Netns); err != nil {
+			return err
+		}
+		err := topo.Attach(topo.Attachment{
+			NodeNS: c.Netns, NodeIf: "eth0", NodeMAC: topo.MAC(topo.MACContainer, i, j),
+			Addr: netip.PrefixFrom(ip, gw.Bits()), Gateway: gw.Addr(), MTU: env.MTU,
+			BridgeNS: h.Netns, Bridge: p.names.Bridge(), Port: p.names.ContainerPort(j),
+		})
+		if err != nil {
+			return err
+		}
+		h.Containers = append(h.Containers, c)
+	}
+	return nil
+}
+
+// Down stops the lab's processes and removes its namespaces and state. It
+// is idempotent and works from the name alone when the state is gone.
+func Down(ctx context.Context, root, name string) error {
+	var errs []error
+	if st, err := Load(root, name); err == nil {
+		for _, h := range st.Hosts {
+			errs = append(errs, stop(h.AgentPID, name, syscall.SIGTERM, 3*time.Second))
+		}
+		errs = append(errs, stop(st.Etcd.PID, name, syscall.SIGTERM, 5*time.Second))
+	}
+	// Whatever carries the lab's mark but is not in the state (a crash
+	// between start and save) goes too.
+	for _, pid := range labProcesses(name) {
+		errs = append(errs, stop(pid, name, syscall.SIGTERM, 3*time.Second))
+	}
+	if _, err := topo.DeleteNamespaces(topo.Names{Lab: name}.Prefix()); err != nil {
+		errs = append(errs, err)
+	}
+	if err := os.RemoveAll(StateDir(root, name)); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// DownAll removes every lab: those with state and any leftover namespace or
+// marked process found by the prefix.
+func DownAll(ctx context.Context, root string) ([]string, error) {
+	seen := map[string]bool{}
+	if ents, err := os.ReadDir(root); err == nil {
+		for _, e := range ents {
+			if e.IsDir() {
+				seen[e.Name()] = true
+			}
+		}
+	}
+	for _, pid := range labProcesses("") {
+		if l, _, ok := procMark(pid); ok {
+			seen[l] = true
+		}
+	}
+	var errs []error
+	var labs []string
+	for name := range seen {
+		labs = append(labs, name)
+		errs = append(errs, Down(ctx, root, name))
+	}
+	// Namespaces of labs whose name we could not learn (state and processes
+	// gone) are found by the common prefix.
+	left, err := topo.DeleteNamespaces(topo.NamePrefix)
+	errs = append(errs, err)
+	for _, n := range left {
+		labs = append(labs, n)
+	}
+	return labs, errors.Join(errs...)
+}

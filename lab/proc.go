@@ -1,0 +1,145 @@
+package lab
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/overlaylab/overlaylab/internal/nsutil"
+)
+
+// EnvLab marks every process a lab starts; teardown finds its own processes
+// by this mark (and their PIDs), never by command-line patterns.
+const EnvLab = "OVERLAYLAB_LAB"
+
+// EnvRole names the role (etcd, agent-h1, ...) of a lab process.
+const EnvRole = "OVERLAYLAB_ROLE"
+
+// spawn starts the overlaylab binary with args inside the named namespace, in
+// its own session (so it outlives the controller), logging to logPath.
+func spawn(bin, nsName, lab, role string, args []string, logPath string) (int, error) {
+	if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
+		return 0, err
+	}
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return 0, fmt.Errorf("open log %s: %w", logPath, err)
+	}
+	defer logf.Close()
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout = logf
+	cmd.Stderr = logf
+	cmd.Env = append(os.Environ(), EnvLab+"="+lab, EnvRole+"="+role)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	// The child inherits the netns of the thread that forks it.
+	if err := nsutil.DoNamed(nsName, cmd.Start); err != nil {
+		return 0, fmt.Errorf("start %s in %s: %w", role, nsName, err)
+	}
+	pid := cmd.Process.Pid
+	// Reap it if it dies while we are still running, so liveness checks by
+	// PID do not see a zombie.
+	go func() { _ = cmd.Wait() }()
+	return pid, nil
+}
+
+// procMark returns the lab and role marks of a process, or ok=false if it
+// is not one of ours (or is gone).
+func procMark(pid int) (lab, role string, ok bool) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
+	if err != nil {
+		return "", "", false
+	}
+	for _, kv := range bytes.Split(data, []byte{0}) {
+		s := string(kv)
+		if v, found := strings.CutPrefix(s, EnvLab+"="); found {
+			lab = v
+		} else if v, found := strings.CutPrefix(s, EnvRole+"="); found {
+			role = v
+		}
+	}
+	return lab, role, lab != ""
+}
+
+// alive reports whether pid is a running (not zombie) process of this lab.
+func alive(pid int, lab string) bool {
+	if pid <= 0 {
+		return false
+	}
+	l, _, ok := procMark(pid)
+	if !ok || l != lab {
+		return false
+	}
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	// Field 3, after the parenthesised command name, is the state.
+	i := bytes.LastIndexByte(stat, ')')
+	return i > 0 && i+2 < len(stat) && stat[i+2] != 'Z'
+}
+
+// labProcesses lists the PIDs marked with lab (any lab when lab is "").
+func labProcesses(lab string) []int {
+	ents, _ := os.ReadDir("/proc")
+	var pids []int
+	self := os.Getpid()
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == self {
+			continue
+		}
+		l, _, ok := procMark(pid)
+		if ok && (lab == "" || l == lab) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// stop ends one of our processes: SIGTERM, then SIGKILL after grace. It
+// signals only a PID that still carries the lab's mark, so a recycled PID is
+// never hit.
+func stop(pid int, lab string, sig syscall.Signal, grace time.Duration) error {
+	if !alive(pid, lab) {
+		return nil
+	}
+	if err := syscall.Kill(pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("signal %d: %w", pid, err)
+	}
+	deadline := time.Now().Add(grace)
+	for time.Now().Before(deadline) {
+		if !alive(pid, lab) {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if alive(pid, lab) {
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+			return fmt.Errorf("kill %d: %w", pid, err)
+		}
+		for i := 0; i < 100 && alive(pid, lab); i++ {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	return nil
+}
+
+// tail returns the last n lines of a log, for error messages.
+func tail(path string, n int) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}

@@ -1,0 +1,78 @@
+package lab
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"time"
+)
+
+// progress prints phases as they start and their durations at the end.
+type progress struct {
+	w      io.Writer
+	start  time.Time
+	cur    string
+	curAt  time.Time
+	phases []string
+}
+
+func (p *progress) phase(name string) {
+	now := time.Now()
+	p.closePhase(now)
+	p.cur, p.curAt = name, now
+	if p.w != nil {
+		fmt.Fprintf(p.w, "• %s\n", name)
+	}
+}
+
+func (p *progress) closePhase(now time.Time) {
+	if p.cur != "" {
+		p.phases = append(p.phases, fmt.Sprintf("%s %s", p.cur, now.Sub(p.curAt).Round(time.Millisecond)))
+		p.cur = ""
+	}
+}
+
+func (p *progress) printf(format string, args ...any) {
+	if p.w != nil {
+		fmt.Fprintf(p.w, format, args...)
+	}
+}
+
+func (p *progress) summary(st *State) {
+	p.closePhase(time.Now())
+	if p.w == nil {
+		return
+	}
+	w := p.w
+	fmt.Fprintf(w, "\nlab %q is up: %d hosts, backend %s, network %s (%s; %s)\n",
+		st.Name, len(st.Hosts), st.Backend, st.Network, time.Since(p.start).Round(time.Millisecond), strings.Join(p.phases, ", "))
+	WriteTable(w, st)
+	fmt.Fprintf(w, "\nLook inside:\n")
+	fmt.Fprintf(w, "  overlaylab status --name %s -o json\n", st.Name)
+	if len(st.Hosts) > 1 && len(st.Hosts[0].Containers) > 0 && len(st.Hosts[1].Containers) > 0 {
+		fmt.Fprintf(w, "  ip netns exec %s ping -c1 %s\n", st.Hosts[0].Containers[0].Netns, st.Hosts[1].Containers[0].IP)
+	}
+	fmt.Fprintf(w, "  ip netns exec %s tcpdump -ni eth0 udp\n", st.Hosts[0].Netns)
+	fmt.Fprintf(w, "  overlaylab exec h1 -- ip route        (agent logs: %s/logs)\n", st.StateDir)
+	if st.Capture != "" {
+		fmt.Fprintf(w, "  capture of the check: %s\n", st.Capture)
+	}
+	fmt.Fprintf(w, "  overlaylab down --name %s\n", st.Name)
+}
+
+// WriteTable prints the lab as a readable table.
+func WriteTable(w io.Writer, st *State) {
+	fmt.Fprintf(w, "%-6s %-16s %-15s %-15s %-5s %-8s %s\n", "HOST", "NETNS", "UNDERLAY", "SUBNET", "MTU", "AGENT", "CONTAINERS")
+	for _, h := range st.Hosts {
+		var cs []string
+		for _, c := range h.Containers {
+			cs = append(cs, c.Name+"="+c.IP)
+		}
+		agent := fmt.Sprint(h.AgentPID)
+		if !alive(h.AgentPID, st.Name) {
+			agent += "(dead)"
+		}
+		fmt.Fprintf(w, "%-6s %-16s %-15s %-15s %-5d %-8s %s\n", h.Name, h.Netns, h.UnderlayIP, h.Subnet, h.MTU, agent, strings.Join(cs, " "))
+	}
+	fmt.Fprintf(w, "etcd %v in %s (pid %d); underlay %s on bridge %s in %s\n", st.Etcd.Endpoints, st.Etcd.Netns, st.Etcd.PID, st.Underlay.CIDR, st.Underlay.Bridge, st.Underlay.Netns)
+}

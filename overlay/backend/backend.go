@@ -1,0 +1,52 @@
+// Package backend defines what the agent asks of a datapath. Each backend
+// (udp, vxlan, host-gw) implements Backend; the agent owns the lease and the
+// watch loop and tells the backend which peers exist.
+package backend
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"net/netip"
+
+	"github.com/overlaylab/overlaylab/overlay/config"
+	"github.com/overlaylab/overlaylab/overlay/subnet"
+)
+
+// External is the host interface that carries overlay traffic.
+type External struct {
+	Iface    *net.Interface
+	PublicIP netip.Addr // published in the lease; peers send to it
+	LocalIP  netip.Addr // address on Iface used as the source of encapsulated packets
+}
+
+// Published is what a backend wants written into the lease value.
+type Published struct {
+	BackendType string
+	BackendData json.RawMessage
+	MTU         int // MTU for containers (FLANNEL_MTU)
+}
+
+// Backend is one datapath. Calls come from one goroutine, in this order:
+// Prepare, Configure, then AddPeer/RemovePeer any number of times while Run
+// runs, and Close last.
+type Backend interface {
+	// Prepare creates what must exist before a lease is held (the vxlan
+	// device, whose MAC is published) and returns the lease attributes.
+	Prepare(ctx context.Context) (Published, error)
+	// Configure sets the device up for our own lease. Called again with the
+	// new lease if the lease changes.
+	Configure(ctx context.Context, own subnet.Lease) error
+	// AddPeer programs the datapath for a peer's lease (added or changed).
+	AddPeer(ctx context.Context, peer subnet.Lease) error
+	// RemovePeer removes exactly that peer's entries.
+	RemovePeer(ctx context.Context, peer subnet.Lease) error
+	// Run runs datapath loops (if any) until ctx is done.
+	Run(ctx context.Context) error
+	// Close removes the kernel state this backend created that should not
+	// outlive the agent.
+	Close() error
+}
+
+// Factory makes a backend for a network config.
+type Factory func(cfg *config.Config, ext External, m *Metrics) (Backend, error)

@@ -1,0 +1,56 @@
+package backend
+
+import (
+	"fmt"
+	"io"
+	"sync/atomic"
+)
+
+// DropReason says why the datapath discarded a packet.
+type DropReason int
+
+const (
+	DropNoRoute    DropReason = iota // destination in the Network but no peer holds its subnet
+	DropMalformed                    // an IPv4 packet with a broken header
+	DropNotIPv4                      // another protocol (IPv6 on the TUN device, say)
+	DropNotPeer                      // datagram from an address that is not a current peer
+	DropSpoofed                      // inner addresses do not match the sending peer and us
+	DropSendError                    // the kernel refused to send
+	DropWriteError                   // the TUN device refused the packet
+	dropReasons
+)
+
+var dropNames = [dropReasons]string{"no_route", "malformed", "not_ipv4", "not_peer", "spoofed", "send_error", "write_error"}
+
+func (r DropReason) String() string { return dropNames[r] }
+
+// Metrics are the datapath counters exported on /metrics. The hot path only
+// does atomic adds; no locks, no allocation.
+type Metrics struct {
+	EncapPackets atomic.Uint64
+	EncapBytes   atomic.Uint64
+	DecapPackets atomic.Uint64
+	DecapBytes   atomic.Uint64
+	drops        [dropReasons]atomic.Uint64
+}
+
+// Drop counts one discarded packet.
+func (m *Metrics) Drop(r DropReason) { m.drops[r].Add(1) }
+
+// Dropped returns the count for one reason.
+func (m *Metrics) Dropped(r DropReason) uint64 { return m.drops[r].Load() }
+
+// WritePrometheus writes the counters in Prometheus text format.
+func (m *Metrics) WritePrometheus(w io.Writer) {
+	counter := func(name, help string, v uint64) {
+		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n%s %d\n", name, help, name, name, v)
+	}
+	counter("overlaylab_encap_packets_total", "Packets encapsulated towards peers.", m.EncapPackets.Load())
+	counter("overlaylab_encap_bytes_total", "Inner bytes encapsulated towards peers.", m.EncapBytes.Load())
+	counter("overlaylab_decap_packets_total", "Packets decapsulated from peers.", m.DecapPackets.Load())
+	counter("overlaylab_decap_bytes_total", "Inner bytes decapsulated from peers.", m.DecapBytes.Load())
+	fmt.Fprintf(w, "# HELP overlaylab_dropped_packets_total Packets dropped by the datapath, by reason.\n# TYPE overlaylab_dropped_packets_total counter\n")
+	for r := DropReason(0); r < dropReasons; r++ {
+		fmt.Fprintf(w, "overlaylab_dropped_packets_total{reason=%q} %d\n", r.String(), m.drops[r].Load())
+	}
+}

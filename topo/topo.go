@@ -1,0 +1,281 @@
+// Package topo builds the lab's kernel objects: network namespaces, veth
+// pairs, bridges, addresses and routes, all through netlink and all inside
+// namespaces the lab made. Nothing here starts processes, and nothing is ever
+// created in the caller's (root) namespace: every veth is created directly
+// with its two ends in their target namespaces.
+package topo
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/overlaylab/overlaylab/internal/nsutil"
+)
+
+// NamePrefix starts the name of every namespace any lab creates.
+const NamePrefix = "ol-"
+
+// MaxIfName is the kernel's limit on interface names (IFNAMSIZ-1).
+const MaxIfName = 15
+
+var labNameRE = regexp.MustCompile(`^[a-z0-9]+$`)
+
+// Names derives every name of one lab from its name, so the same lab always
+// gets the same names.
+type Names struct{ Lab string }
+
+// Prefix is what all of this lab's namespaces start with.
+func (n Names) Prefix() string { return NamePrefix + n.Lab + "-" }
+
+// UnderlayNS holds the underlay bridge.
+func (n Names) UnderlayNS() string { return n.Prefix() + "ul" }
+
+// Bridge is the underlay bridge (inside UnderlayNS) and, in each host, the
+// container bridge.
+func (n Names) Bridge() string { return n.Prefix() + "br" }
+
+// EtcdNS holds the embedded etcd member.
+func (n Names) EtcdNS() string { return n.Prefix() + "etcd" }
+
+// EtcdPort is etcd's port on the underlay bridge.
+func (n Names) EtcdPort() string { return n.Prefix() + "etcd" }
+
+// Host is host i's name (1-based).
+func (n Names) Host(i int) string { return "h" + strconv.Itoa(i) }
+
+// HostNS is host i's namespace.
+func (n Names) HostNS(i int) string { return n.Prefix() + n.Host(i) }
+
+// HostPort is host i's port on the underlay bridge.
+func (n Names) HostPort(i int) string { return n.Prefix() + n.Host(i) }
+
+// Container is container j's name on its host.
+func (n Names) Container(j int) string { return "c" + strconv.Itoa(j) }
+
+// ContainerNS is container j of host i's namespace.
+func (n Names) ContainerNS(i, j int) string { return n.HostNS(i) + "-" + n.Container(j) }
+
+// ContainerPort is container j's veth end on its host's bridge.
+func (n Names) ContainerPort(j int) string { return n.Prefix() + n.Container(j) }
+
+// Check validates the lab name and that every interface name the lab will
+// create for hosts 1..hosts and containers 1..containers fits the kernel.
+func (n Names) Check(hosts, containers int) error {
+	if !labNameRE.MatchString(n.Lab) {
+		return fmt.Errorf("lab name %q: use lower-case letters and digits only", n.Lab)
+	}
+	names := []string{n.Bridge(), n.EtcdPort(), n.HostPort(max(hosts, 1)), n.ContainerPort(max(containers, 1))}
+	for _, name := range names {
+		if len(name) > MaxIfName {
+			return fmt.Errorf("interface name %q is %d characters; the kernel allows %d: choose a shorter --name (at most %d characters for this lab)",
+				name, len(name), MaxIfName, len(n.Lab)-(len(name)-MaxIfName))
+		}
+	}
+	return nil
+}
+
+// MAC returns a locally administered MAC that is a pure function of kind and
+// indexes, so a rerun of the same lab gets the same addresses.
+func MAC(kind byte, a, b int) net.HardwareAddr {
+	return net.HardwareAddr{0x02, 0x4f, kind, byte(a >> 8), byte(a), byte(b)}
+}
+
+// MAC kinds.
+const (
+	MACHost      byte = 0x01
+	MACContainer byte = 0x02
+	MACEtcd      byte = 0x03
+	MACPort      byte = 0x04
+)
+
+// handleAt opens a netlink handle bound to a named namespace.
+func handleAt(nsName string) (*netlink.Handle, netns.NsHandle, error) {
+	ns, err := nsutil.Handle(nsName)
+	if err != nil {
+		return nil, ns, err
+	}
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		ns.Close()
+		return nil, ns, fmt.Errorf("netlink handle in %s: %w", nsName, err)
+	}
+	return h, ns, nil
+}
+
+// CreateNS creates a namespace and brings its loopback up.
+func CreateNS(name string) error {
+	if nsutil.Exists(name) {
+		return fmt.Errorf("netns %s already exists", name)
+	}
+	if err := nsutil.Create(name); err != nil {
+		return err
+	}
+	h, ns, err := handleAt(name)
+	if err != nil {
+		return err
+	}
+	defer ns.Close()
+	defer h.Close()
+	lo, err := h.LinkByName("lo")
+	if err != nil {
+		return fmt.Errorf("%s: find lo: %w", name, err)
+	}
+	if err := h.LinkSetUp(lo); err != nil {
+		return fmt.Errorf("%s: set lo up: %w", name, err)
+	}
+	return nil
+}
+
+// CreateBridge makes an up bridge in nsName, optionally with an address and
+// MTU. Bridged frames skip netfilter: the lab's bridges are plain wires.
+func CreateBridge(nsName, name string, addr netip.Prefix, mtu int) error {
+	h, ns, err := handleAt(nsName)
+	if err != nil {
+		return err
+	}
+	defer ns.Close()
+	defer h.Close()
+	attrs := netlink.NewLinkAttrs()
+	attrs.Name = name
+	if mtu > 0 {
+		attrs.MTU = mtu
+	}
+	br := &netlink.Bridge{LinkAttrs: attrs}
+	if err := h.LinkAdd(br); err != nil {
+		return fmt.Errorf("%s: create bridge %s: %w", nsName, name, err)
+	}
+	if addr.IsValid() {
+		if err := h.AddrAdd(br, &netlink.Addr{IPNet: ipNet(addr)}); err != nil {
+			return fmt.Errorf("%s: address %s on %s: %w", nsName, addr, name, err)
+		}
+	}
+	if err := h.LinkSetUp(br); err != nil {
+		return fmt.Errorf("%s: set %s up: %w", nsName, name, err)
+	}
+	return nil
+}
+
+// Attachment is one veth between a node namespace and a bridge.
+type Attachment struct {
+	NodeNS   string           // namespace of the node end
+	NodeIf   string           // node end's name, e.g. eth0
+	NodeMAC  net.HardwareAddr // may be nil
+	Addr     netip.Prefix     // address on the node end (optional)
+	Gateway  netip.Addr       // default route via this (optional)
+	MTU      int              // 0 = kernel default
+	BridgeNS string           // namespace of the bridge
+	Bridge   string           // bridge name
+	Port     string           // bridge end's name
+	PortMAC  net.HardwareAddr // may be nil
+}
+
+// Attach creates the veth with each end already in its namespace, enslaves
+// the port to the bridge and configures the node end. If any step fails the
+// pair is deleted again, so a failure leaves nothing half-built.
+func Attach(a Attachment) (err error) {
+	hb, nsb, err := handleAt(a.BridgeNS)
+	if err != nil {
+		return err
+	}
+	defer nsb.Close()
+	defer hb.Close()
+	hn, nsn, err := handleAt(a.NodeNS)
+	if err != nil {
+		return err
+	}
+	defer nsn.Close()
+	defer hn.Close()
+
+	br, err := hb.LinkByName(a.Bridge)
+	if err != nil {
+		return fmt.Errorf("%s: find bridge %s: %w", a.BridgeNS, a.Bridge, err)
+	}
+	attrs := netlink.NewLinkAttrs()
+	attrs.Name = a.Port
+	attrs.HardwareAddr = a.PortMAC
+	if a.MTU > 0 {
+		attrs.MTU = a.MTU
+	}
+	veth := &netlink.Veth{LinkAttrs: attrs, PeerName: a.NodeIf, PeerHardwareAddr: a.NodeMAC, PeerNamespace: netlink.NsFd(int(nsn))}
+	if err := hb.LinkAdd(veth); err != nil {
+		return fmt.Errorf("create veth %s (%s) <-> %s (%s): %w", a.Port, a.BridgeNS, a.NodeIf, a.NodeNS, err)
+	}
+	defer func() {
+		if err != nil {
+			if port, lerr := hb.LinkByName(a.Port); lerr == nil {
+				_ = hb.LinkDel(port)
+			}
+		}
+	}()
+	port, err := hb.LinkByName(a.Port)
+	if err != nil {
+		return fmt.Errorf("%s: find %s: %w", a.BridgeNS, a.Port, err)
+	}
+	if err := hb.LinkSetMaster(port, br); err != nil {
+		return fmt.Errorf("%s: enslave %s to %s: %w", a.BridgeNS, a.Port, a.Bridge, err)
+	}
+	if err := hb.LinkSetUp(port); err != nil {
+		return fmt.Errorf("%s: set %s up: %w", a.BridgeNS, a.Port, err)
+	}
+	node, err := hn.LinkByName(a.NodeIf)
+	if err != nil {
+		return fmt.Errorf("%s: find %s: %w", a.NodeNS, a.NodeIf, err)
+	}
+	if a.Addr.IsValid() {
+		if err := hn.AddrAdd(node, &netlink.Addr{IPNet: ipNet(a.Addr)}); err != nil {
+			return fmt.Errorf("%s: address %s on %s: %w", a.NodeNS, a.Addr, a.NodeIf, err)
+		}
+	}
+	if err := hn.LinkSetUp(node); err != nil {
+		return fmt.Errorf("%s: set %s up: %w", a.NodeNS, a.NodeIf, err)
+	}
+	if a.Gateway.IsValid() {
+		r := &netlink.Route{LinkIndex: node.Attrs().Index, Gw: a.Gateway.AsSlice()}
+		if err := hn.RouteAdd(r); err != nil {
+			return fmt.Errorf("%s: default route via %s: %w", a.NodeNS, a.Gateway, err)
+		}
+	}
+	return nil
+}
+
+// Sysctl writes a value under /proc/sys/net inside nsName (the net sysctls
+// are per namespace and resolve against the opening thread's namespace).
+func Sysctl(nsName, key, value string) error {
+	return nsutil.DoNamed(nsName, func() error {
+		p := filepath.Join("/proc/sys", filepath.FromSlash(key))
+		if err := os.WriteFile(p, []byte(value), 0o644); err != nil {
+			return fmt.Errorf("%s: sysctl %s=%s: %w", nsName, key, value, err)
+		}
+		return nil
+	})
+}
+
+// DeleteNamespaces removes every namespace whose name starts with prefix.
+// Links inside go with them. Missing ones are fine: teardown is idempotent.
+func DeleteNamespaces(prefix string) ([]string, error) {
+	names, err := nsutil.List(prefix)
+	if err != nil {
+		return nil, err
+	}
+	var errs []error
+	for _, n := range names {
+		if err := nsutil.Delete(n); err != nil && !errors.Is(err, unix.ENOENT) {
+			errs = append(errs, err)
+		}
+	}
+	return names, errors.Join(errs...)
+}
+
+func ipNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
