@@ -31,7 +31,11 @@ func labSpecs(backend, name string) {
 			}
 			Expect(r.code).To(Equal(0), r.String())
 			Expect(r.stdout).To(ContainSubstring("ping matrix: 30/30 pairs answered"))
-			Expect(r.stdout).To(ContainSubstring("no bare container traffic"))
+			if backend == "host-gw" {
+				Expect(r.stdout).To(ContainSubstring("routed bare between the hosts"))
+			} else {
+				Expect(r.stdout).To(ContainSubstring("no bare container traffic"))
+			}
 		})
 
 		AfterEach(func() {
@@ -138,6 +142,56 @@ func labSpecs(backend, name string) {
 			checkMatrixAndWire(st, 0)
 		})
 
+		It("removes exactly a leaving host's entries on the other hosts within 2 s", func() {
+			st := status(name)
+			leaving := st.Hosts[2]
+			// udp keeps its peers in the agent (one kernel route covers the
+			// Network); vxlan and host-gw program the kernel per peer.
+			kernel := backend != "udp"
+			before := map[string]peerEntries{}
+			for _, h := range st.Hosts[:2] {
+				before[h.Name] = entriesOn(h.Netns)
+				if kernel {
+					Expect(before[h.Name].mentions(leaving)).NotTo(BeEmpty(), "%s has no entry for %s before it leaves", h.Name, leaving.Name)
+				}
+				Expect(peersGauge(h.Netns)).To(Equal(2))
+			}
+			r := run(labArgs(name, "kill", leaving.Name, "--signal", "TERM")...)
+			Expect(r.code).To(Equal(0), r.String())
+			deleteLease(st, leaving.Subnet)
+			start := time.Now()
+			for _, h := range st.Hosts[:2] {
+				Eventually(func() []string { return entriesOn(h.Netns).mentions(leaving) }).WithTimeout(2*time.Second).WithPolling(20*time.Millisecond).
+					Should(BeEmpty(), "%s still has entries for %s", h.Name, leaving.Name)
+				Eventually(func() int { return peersGauge(h.Netns) }).WithTimeout(2*time.Second).WithPolling(20*time.Millisecond).
+					Should(Equal(1), "%s's agent still counts %s as a peer", h.Name, leaving.Name)
+			}
+			Expect(time.Since(start)).To(BeNumerically("<", 2*time.Second))
+			// Exactly that peer: everything else each host had is still there.
+			for _, h := range st.Hosts[:2] {
+				Expect(entriesOn(h.Netns).without(leaving)).To(Equal(before[h.Name].without(leaving)), "%s lost more than %s's entries", h.Name, leaving.Name)
+			}
+			if backend == "udp" {
+				if _, err := exec.LookPath("ping"); err == nil {
+					// The agent answers for a subnet nobody leases any more.
+					r := inNetns(st.Hosts[0].Containers[0].Netns, 5*time.Second, "ping", "-c", "1", "-W", "1", leaving.Containers[0].IP)
+					Expect(r.stdout).To(ContainSubstring("Destination Net Unreachable"), r.String())
+				}
+			}
+			// And the remaining two hosts still talk.
+			var eps []lab.Endpoint
+			for _, e := range st.Endpoints() {
+				if e.Name[:2] != leaving.Name {
+					eps = append(eps, e)
+				}
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			m, err := lab.PingMatrix(ctx, eps, nil, 250*time.Millisecond)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(m.OK()).To(BeTrue(), "matrix without %s:\n%s", leaving.Name, m)
+		})
+
 		It("goes down completely and idempotently", func() {
 			st := status(name)
 			pids := []int{st.Etcd.PID}
@@ -175,13 +229,14 @@ func checkMatrixAndWire(st *lab.State, hi int) {
 	Expect(cerr).NotTo(HaveOccurred())
 
 	x := pcapcheck.Expect{Encap: st.Encap()}
+	macs := peerMACs(st)
 	for _, c := range h.Containers {
 		for _, peer := range st.Hosts {
 			if peer.Name == h.Name {
 				continue
 			}
 			for _, pc := range peer.Containers {
-				f := pcapcheck.Flow{InnerSrc: netip.MustParseAddr(c.IP), InnerDst: netip.MustParseAddr(pc.IP)}
+				f := pcapcheck.Flow{InnerSrc: netip.MustParseAddr(c.IP), InnerDst: netip.MustParseAddr(pc.IP), DstMAC: macs[peer.Name]}
 				if st.Backend != "host-gw" {
 					f.OuterSrc, f.OuterDst = netip.MustParseAddr(h.UnderlayIP), netip.MustParseAddr(peer.UnderlayIP)
 				}
@@ -204,4 +259,6 @@ func nthHost(p netip.Prefix, n int) netip.Addr {
 
 var _ = Describe("lab", func() {
 	labSpecs("udp", "e2eudp")
+	labSpecs("vxlan", "e2evx")
+	labSpecs("host-gw", "e2ehg")
 })

@@ -53,7 +53,11 @@ func (p *progress) summary(st *State) {
 		fmt.Fprintf(w, "  ip netns exec %s ping -c1 %s\n", st.Hosts[0].Containers[0].Netns, st.Hosts[1].Containers[0].IP)
 	}
 	fmt.Fprintf(w, "  ip netns exec %s tcpdump -ni eth0 udp\n", st.Hosts[0].Netns)
-	fmt.Fprintf(w, "  overlaylab exec h1 -- ip route        (agent logs: %s/logs)\n", st.StateDir)
+	nameFlag := ""
+	if st.Name != DefaultName {
+		nameFlag = " --name " + st.Name
+	}
+	fmt.Fprintf(w, "  overlaylab exec%s h1 -- ip route        (agent logs: %s/logs)\n", nameFlag, st.StateDir)
 	if st.Capture != "" {
 		fmt.Fprintf(w, "  capture of the check: %s\n", st.Capture)
 	}

@@ -103,7 +103,10 @@ func Verify(ctx context.Context, st *State, pr *progress) error {
 	if !rep.OK {
 		return fmt.Errorf("wire check on %s eth0 failed (capture %s):\n%s", h1.Name, st.Capture, rep.Summary)
 	}
-	pr.printf("  wire: %d cross-host echoes from %s seen encapsulated (%s), no bare container traffic; %d frames saved to %s\n",
-		len(x.Echoes), h1.Name, st.Backend, len(frames), st.Capture)
+	how := fmt.Sprintf("encapsulated (%s port %d), no bare container traffic", st.Backend, x.Encap.Port)
+	if st.Backend == "host-gw" {
+		how = "routed bare between the hosts (host-gw), no encapsulation"
+	}
+	pr.printf("  wire: %d cross-host echoes from %s seen %s; %d frames saved to %s\n", len(x.Echoes), h1.Name, how, len(frames), st.Capture)
 	return nil
 }

@@ -17,7 +17,9 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/overlaylab/overlaylab/overlay/backend"
+	"github.com/overlaylab/overlaylab/overlay/backend/hostgw"
 	"github.com/overlaylab/overlaylab/overlay/backend/udp"
+	"github.com/overlaylab/overlaylab/overlay/backend/vxlan"
 	"github.com/overlaylab/overlaylab/overlay/config"
 	"github.com/overlaylab/overlaylab/overlay/subnet"
 	"github.com/overlaylab/overlaylab/overlay/subnetenv"
@@ -43,7 +45,9 @@ type Options struct {
 
 // Factories maps Backend.Type to its implementation.
 var Factories = map[string]backend.Factory{
-	"udp": udp.New,
+	"udp":     udp.New,
+	"vxlan":   vxlan.New,
+	"host-gw": hostgw.New,
 }
 
 // Agent is one running agent.
