@@ -110,14 +110,7 @@ func refersTo(s string, h lab.HostState) bool {
 
 // deleteLease removes a host's lease key, as an operator would.
 func deleteLease(st *lab.State, sub string) {
-	cli, err := lab.Client(st.Etcd.Endpoints, st.Etcd.Netns)
-	ExpectWithOffset(1, err).NotTo(HaveOccurred())
-	defer cli.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	resp, err := cli.Delete(ctx, "/coreos.com/network/subnets/"+subnet.SubnetKey(netip.MustParsePrefix(sub)))
-	ExpectWithOffset(1, err).NotTo(HaveOccurred())
-	ExpectWithOffset(1, resp.Deleted).To(Equal(int64(1)))
+	ExpectWithOffset(1, lab.DeleteLease(context.Background(), st, sub)).To(Succeed())
 }
 
 // metrics fetches an agent's /metrics from inside its host namespace.
@@ -167,4 +160,15 @@ func peerMACs(st *lab.State) map[string]net.HardwareAddr {
 		}
 	}
 	return out
+}
+
+// putConfig writes the network config key directly.
+func putConfig(st *lab.State, value string) {
+	cli, err := lab.Client(st.Etcd.Endpoints, st.Etcd.Netns)
+	ExpectWithOffset(1, err).NotTo(HaveOccurred())
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err = cli.Put(ctx, "/coreos.com/network/config", value)
+	ExpectWithOffset(1, err).NotTo(HaveOccurred())
 }

@@ -117,13 +117,54 @@ func labSpecs(backend, name string) {
 			checkMatrixAndWire(st, 1)
 		})
 
+		if backend == "vxlan" {
+			It("rebuilds flannel.1 with every peer entry after someone deletes it", func() {
+				st := status(name)
+				h := st.Hosts[0]
+				before := entriesOn(h.Netns)
+				Expect(before.fdb).To(HaveLen(2))
+				r := inNetns(h.Netns, 5*time.Second, "ip", "link", "del", "flannel.1")
+				Expect(r.code).To(Equal(0), r.String())
+				Eventually(func() peerEntries { return entriesOn(h.Netns) }).WithTimeout(5 * time.Second).Should(Equal(before))
+				checkMatrixAndWire(st, 0)
+			})
+		}
+
+		if backend == "udp" {
+			It("reports an invalid network config written to etcd and keeps the network working", func() {
+				st := status(name)
+				putConfig(st, `{"Network": "10.99.0.0/16", "Backend": {"Type": "udp"`)
+				for _, h := range st.Hosts {
+					Eventually(func() string { return readFile(h.AgentLog) }).WithTimeout(5*time.Second).
+						Should(ContainSubstring("network config in etcd is now invalid; keeping the running network"), h.Name)
+				}
+				checkMatrixAndWire(st, 2)
+				putConfig(st, `{"Network":"10.20.0.0/16","Backend":{"Type":"vxlan"}}`)
+				for _, h := range st.Hosts {
+					Eventually(func() string { return readFile(h.AgentLog) }).WithTimeout(5*time.Second).
+						Should(ContainSubstring("network config in etcd changed; restart the agent to apply it"), h.Name)
+				}
+				putConfig(st, `{"Network":"10.10.0.0/16","SubnetLen":24,"Backend":{"Type":"udp","Port":8285}}`)
+				checkMatrixAndWire(st, 0)
+			})
+
+			It("counts encapsulated and decapsulated packets in /metrics", func() {
+				st := status(name)
+				m := metrics(st.Hosts[0].Netns)
+				Expect(m).To(MatchRegexp(`(?m)^overlaylab_encap_packets_total [1-9]\d*$`))
+				Expect(m).To(MatchRegexp(`(?m)^overlaylab_decap_packets_total [1-9]\d*$`))
+				Expect(m).To(MatchRegexp(`(?m)^overlaylab_ready 1$`))
+				Expect(m).To(MatchRegexp(`(?m)^overlaylab_peers 2$`))
+			})
+		}
+
 		It("brings a SIGKILLed agent back with the same subnet, and the matrix passes again", func() {
 			st := status(name)
 			h := st.Hosts[1]
 			oldPID := h.AgentPID
 			r := run(labArgs(name, "kill", h.Name, "--signal", "KILL")...)
 			Expect(r.code).To(Equal(0), r.String())
-			Expect(gone(oldPID)).To(BeTrue())
+			Eventually(func() bool { return gone(oldPID) }).Should(BeTrue())
 
 			r = run(labArgs(name, "start", h.Name)...)
 			Expect(r.code).To(Equal(0), r.String())

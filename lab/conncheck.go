@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/icmp"
@@ -16,7 +17,8 @@ import (
 	"github.com/overlaylab/overlaylab/internal/nsutil"
 )
 
-// Endpoint is one thing that can ping and be pinged.
+// Endpoint is one thing that can ping and be pinged; one without a Netns is
+// only pinged.
 type Endpoint struct {
 	Name  string // "h1/c1"
 	Netns string
@@ -106,13 +108,16 @@ func PingMatrix(ctx context.Context, eps []Endpoint, expect func(i, j int) bool,
 		m.Expected[i] = make([]bool, n)
 		m.Actual[i] = make([]bool, n)
 		for j := range n {
-			m.Expected[i][j] = i != j && (expect == nil || expect(i, j))
+			m.Expected[i][j] = i != j && eps[i].Netns != "" && (expect == nil || expect(i, j))
 		}
 	}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	errs := make([]error, n)
 	for i := range n {
+		if eps[i].Netns == "" {
+			continue // a target only (an address outside the lab's containers)
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -127,6 +132,8 @@ func PingMatrix(ctx context.Context, eps []Endpoint, expect func(i, j int) bool,
 	}
 	return m, nil
 }
+
+var probeRun atomic.Uint32
 
 // probeFrom owns one raw ICMP socket in the source namespace. Raw ICMP
 // sockets see every reply in the namespace, so replies are matched by our
@@ -143,7 +150,9 @@ func probeFrom(ctx context.Context, eps []Endpoint, i int, m *Matrix, mu *sync.M
 		return fmt.Errorf("icmp socket in %s: %w", src.Netns, err)
 	}
 	defer conn.Close()
-	id := (os.Getpid()*31 + i*7919) & 0xffff
+	// A fresh ID per probe run: conntrack remembers ICMP IDs for a while, and
+	// a reused one could ride on an old NAT mapping.
+	id := int(probeRun.Add(1)*7919+uint32(os.Getpid())*31+uint32(i)) & 0xffff
 
 	want := map[netip.Addr]int{}
 	for j, dst := range eps {

@@ -236,14 +236,8 @@ func (p *plan) build(ctx context.Context, st *State, pr *progress) error {
 	g.SetLimit(8)
 	for i := 1; i <= p.Hosts; i++ {
 		h := &st.Hosts[i-1]
-		*h = HostState{
-			Name: p.names.Host(i), Netns: p.names.HostNS(i),
-			UnderlayIP: nthAddr(p.underlay.Addr(), i).String(),
-			SubnetFile: filepath.Join(p.dir, p.names.Host(i), "subnet.env"),
-			AgentLog:   filepath.Join(p.dir, "logs", p.names.Host(i)+"-agent.log"),
-			Containers: []ContainerState{},
-		}
-		g.Go(func() error { return p.buildHost(i, h) })
+		*h = p.layout().newHost(p.dir, i)
+		g.Go(func() error { return p.layout().buildHost(i, h) })
 	}
 	if err := g.Wait(); err != nil {
 		return err
@@ -270,12 +264,40 @@ func (p *plan) build(ctx context.Context, st *State, pr *progress) error {
 	g.SetLimit(8)
 	for i := range st.Hosts {
 		h := &st.Hosts[i]
-		g.Go(func() error { return p.buildContainers(i+1, h) })
+		g.Go(func() error { return p.layout().buildContainers(i+1, p.Containers, h) })
 	}
 	if err := g.Wait(); err != nil {
 		return err
 	}
 	return st.Save()
+}
+
+// layout is what placing a host needs; a running lab's State yields it too.
+type layout struct {
+	names    topo.Names
+	underlay netip.Prefix
+	mtu      int
+}
+
+func (p *plan) layout() layout { return layout{names: p.names, underlay: p.underlay, mtu: p.UnderlayMTU} }
+
+func (s *State) layout() (layout, error) {
+	ul, err := netip.ParsePrefix(s.Underlay.CIDR)
+	if err != nil {
+		return layout{}, fmt.Errorf("state of lab %q: underlay %q: %w", s.Name, s.Underlay.CIDR, err)
+	}
+	return layout{names: topo.Names{Lab: s.Name}, underlay: ul, mtu: s.Underlay.MTU}, nil
+}
+
+// newHost names and addresses host i.
+func (l layout) newHost(dir string, i int) HostState {
+	return HostState{
+		Name: l.names.Host(i), Netns: l.names.HostNS(i),
+		UnderlayIP: nthAddr(l.underlay.Addr(), i).String(),
+		SubnetFile: filepath.Join(dir, l.names.Host(i), "subnet.env"),
+		AgentLog:   filepath.Join(dir, "logs", l.names.Host(i)+"-agent.log"),
+		Containers: []ContainerState{},
+	}
 }
 
 func (p *plan) startEtcd(ctx context.Context, st *State) error {
@@ -344,15 +366,15 @@ func hostPort(endpoint string) (string, error) {
 	return strings.TrimSuffix(s, "/"), nil
 }
 
-func (p *plan) buildHost(i int, h *HostState) error {
+func (l layout) buildHost(i int, h *HostState) error {
 	if err := topo.CreateNS(h.Netns); err != nil {
 		return err
 	}
 	ip := netip.MustParseAddr(h.UnderlayIP)
 	err := topo.Attach(topo.Attachment{
 		NodeNS: h.Netns, NodeIf: "eth0", NodeMAC: topo.MAC(topo.MACHost, i, 0),
-		Addr: netip.PrefixFrom(ip, p.underlay.Bits()), MTU: p.UnderlayMTU,
-		BridgeNS: p.names.UnderlayNS(), Bridge: p.names.Bridge(), Port: p.names.HostPort(i), PortMAC: topo.MAC(topo.MACPort, i, 0),
+		Addr: netip.PrefixFrom(ip, l.underlay.Bits()), MTU: l.mtu,
+		BridgeNS: l.names.UnderlayNS(), Bridge: l.names.Bridge(), Port: l.names.HostPort(i), PortMAC: topo.MAC(topo.MACPort, i, 0),
 	})
 	if err != nil {
 		return err
@@ -397,7 +419,11 @@ func WaitAgents(ctx context.Context, st *State, timeout time.Duration, only []st
 			continue
 		}
 		g.Go(func() error {
-			for !agentReady(ctx, h) {
+			ready := agentReady
+			if h.Foreign != "" {
+				ready = func(_ context.Context, h *HostState) bool { return subnetFileReady(h) }
+			}
+			for !ready(ctx, h) {
 				if !alive(h.AgentPID, st.Name) {
 					return fmt.Errorf("agent on %s (pid %d) exited before it was ready\n--- %s ---\n%s", h.Name, h.AgentPID, h.AgentLog, tail(h.AgentLog, 20))
 				}
@@ -453,26 +479,26 @@ func contains(xs []string, x string) bool {
 // buildContainers configures the host's container bridge from subnet.env
 // (what `docker --bip=$FLANNEL_SUBNET --mtu=$FLANNEL_MTU` does) and attaches
 // the containers with the next addresses of the subnet.
-func (p *plan) buildContainers(i int, h *HostState) error {
+func (l layout) buildContainers(i, containers int, h *HostState) error {
 	env, err := subnetenv.Read(h.SubnetFile)
 	if err != nil {
 		return err
 	}
 	gw := env.Subnet // e.g. 10.10.3.1/24
-	if err := topo.CreateBridge(h.Netns, p.names.Bridge(), gw, env.MTU); err != nil {
+	if err := topo.CreateBridge(h.Netns, l.names.Bridge(), gw, env.MTU); err != nil {
 		return err
 	}
 	ip := gw.Addr()
-	for j := 1; j <= p.Containers; j++ {
+	for j := 1; j <= containers; j++ {
 		ip = ip.Next()
-		c := ContainerState{Name: p.names.Container(j), Netns: p.names.ContainerNS(i, j), IP: ip.String()}
+		c := ContainerState{Name: l.names.Container(j), Netns: l.names.ContainerNS(i, j), IP: ip.String()}
 		if err := topo.CreateNS(c.Netns); err != nil {
 			return err
 		}
 		err := topo.Attach(topo.Attachment{
 			NodeNS: c.Netns, NodeIf: "eth0", NodeMAC: topo.MAC(topo.MACContainer, i, j),
 			Addr: netip.PrefixFrom(ip, gw.Bits()), Gateway: gw.Addr(), MTU: env.MTU,
-			BridgeNS: h.Netns, Bridge: p.names.Bridge(), Port: p.names.ContainerPort(j),
+			BridgeNS: h.Netns, Bridge: l.names.Bridge(), Port: l.names.ContainerPort(j),
 		})
 		if err != nil {
 			return err

@@ -54,6 +54,7 @@ type HostState struct {
 	SubnetFile string           `json:"subnetFile"`
 	AgentLog   string           `json:"agentLog"`
 	AgentArgs  []string         `json:"agentArgs,omitempty"`
+	Foreign    string           `json:"foreignAgent,omitempty"` // another agent implementation runs here
 	Containers []ContainerState `json:"containers"`
 }
 

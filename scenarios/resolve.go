@@ -1,0 +1,446 @@
+package scenarios
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/overlaylab/overlaylab/overlay/config"
+	"github.com/overlaylab/overlaylab/topo"
+)
+
+// resolver turns a RawScenario into a Scenario, checking everything it can
+// and reporting every problem it finds (not just the first).
+type resolver struct {
+	d   *decoder
+	raw *RawScenario
+	s   *Scenario
+
+	labPos     Pos    // where the lab name came from
+	labFrom    string // "lab" or "name"
+	networkPos Pos    // network.network, or the closest thing written
+
+	hosts       []*hostInfo // every host the scenario ever has; hosts[i] is h(i+1)
+	initial     int         // how many exist at start
+	hostsPos    Pos         // the hosts value (or the top level when absent)
+	countPos    Pos         // where the initial host count was written
+	hostsBroken bool        // hosts could not be read: do not blame host names
+	addDefaults hostDefaults
+
+	steps     []*stepInfo // file order
+	stepNames map[string]*stepInfo
+}
+
+type hostInfo struct {
+	index       int
+	containers  int
+	contPos     Pos       // where the container count was written
+	contDefault bool      // no count was written: contPos is the hosts value
+	addedBy     *stepInfo // nil for the hosts present at start
+}
+
+func (h *hostInfo) name() string { return "h" + strconv.Itoa(h.index) }
+
+type hostDefaults struct {
+	containers  int
+	contPos     Pos
+	contDefault bool
+	agentArgs   []string
+}
+
+// errorf reports a problem unless the value at p already failed to decode.
+func (r *resolver) errorf(p Pos, format string, args ...any) {
+	if r.d.bad[p] {
+		return
+	}
+	r.d.errorf(p, format, args...)
+}
+
+// firstPos returns the first valid position: the most precise one written.
+func firstPos(ps ...Pos) Pos {
+	for _, p := range ps {
+		if p.IsValid() {
+			return p
+		}
+	}
+	return Pos{}
+}
+
+func (r *resolver) resolve() {
+	if r.d.fatal {
+		return // nothing was read: every other error would be noise
+	}
+	r.header()
+	r.network()
+	r.underlay()
+	r.etcd()
+	r.initialHosts()
+	r.timeline()
+	r.capacity()
+	r.expectations()
+	r.artifacts()
+}
+
+func (r *resolver) header() {
+	raw, s := r.raw, r.s
+	switch {
+	case !raw.APIVersion.IsSet():
+		r.errorf(raw.Pos, "apiVersion is required (apiVersion: %s)", APIVersion)
+	case raw.APIVersion.Value != APIVersion:
+		r.errorf(raw.APIVersion.Pos, "apiVersion %q is not supported (want %s)", raw.APIVersion.Value, APIVersion)
+	}
+	nameOK := false
+	switch {
+	case !raw.Name.IsSet():
+		r.errorf(raw.Pos, "name is required")
+	case !scenarioNameRE.MatchString(raw.Name.Value):
+		r.errorf(raw.Name.Pos, "name %q: use letters, digits, '.', '_' and '-', starting with a letter or digit (at most 63)", raw.Name.Value)
+	default:
+		nameOK = true
+	}
+	s.Name = raw.Name.Value
+	switch {
+	case raw.Lab.IsSet():
+		s.Lab, r.labPos, r.labFrom = raw.Lab.Value, raw.Lab.Pos, "lab"
+	case nameOK:
+		s.Lab, r.labPos, r.labFrom = raw.Name.Value, raw.Name.Pos, "name"
+	}
+	s.Seed = raw.Seed.Value
+	s.Description = raw.Description.Value
+}
+
+// network builds flannel's JSON from the fields and runs it through
+// config.Parse, so the scenario obeys exactly the rules the agents will.
+func (r *resolver) network() {
+	rn := r.raw.Network
+	if rn == nil {
+		rn = &RawNetwork{}
+	}
+	rb := rn.Backend
+	if rb == nil {
+		rb = &RawBackend{}
+	}
+	netPos := firstPos(rn.Pos, r.raw.Pos)
+	r.networkPos = firstPos(rn.Network.Pos, netPos)
+	backendPos := firstPos(rb.Pos, netPos)
+
+	network := DefaultNetwork
+	if rn.Network.IsSet() {
+		network = rn.Network.Value
+	}
+	doc := map[string]any{"Network": network}
+	if rn.SubnetLen.IsSet() {
+		doc["SubnetLen"] = rn.SubnetLen.Value
+	}
+	backend := map[string]any{}
+	if rb.Type.IsSet() {
+		backend["Type"] = rb.Type.Value
+	}
+	if rb.Port.IsSet() {
+		backend["Port"] = rb.Port.Value
+	}
+	if rb.VNI.IsSet() {
+		backend["VNI"] = rb.VNI.Value
+	}
+	if len(backend) > 0 {
+		doc["Backend"] = backend
+	}
+	js, err := json.Marshal(doc)
+	if err != nil { // strings and integers always marshal
+		r.errorf(netPos, "network: %v", err)
+		return
+	}
+	cfg, err := config.Parse(js)
+	if err != nil {
+		var fe *config.FieldError
+		if !errors.As(err, &fe) {
+			r.errorf(netPos, "network: %v", err)
+			return
+		}
+		name, pos := fe.Field, netPos
+		switch fe.Field {
+		case "Network":
+			name, pos = "network", r.networkPos
+		case "SubnetLen":
+			name, pos = "subnetLen", firstPos(rn.SubnetLen.Pos, r.networkPos)
+		case "Backend.Type":
+			name, pos = "backend", firstPos(rb.Type.Pos, backendPos)
+		case "Backend.Port":
+			name, pos = "backend port", firstPos(rb.Port.Pos, backendPos)
+		case "Backend.VNI":
+			name, pos = "backend vni", firstPos(rb.VNI.Pos, backendPos)
+		}
+		if fe.Value != "" {
+			name += " " + fe.Value
+		}
+		r.errorf(pos, "%s: %s", name, fe.Rule)
+		return
+	}
+	// config.Parse quietly drops what a backend does not use; a scenario
+	// that sets it is mistaken about what it tests.
+	bad := false
+	if rb.VNI.IsSet() && cfg.Backend.Type != config.BackendVXLAN {
+		r.errorf(rb.VNI.Pos, "backend vni: only the vxlan backend has a VNI (this one is %s)", cfg.Backend.Type)
+		bad = true
+	}
+	if rb.Port.IsSet() && cfg.Backend.Type == config.BackendHostGW {
+		r.errorf(rb.Port.Pos, "backend port: the host-gw backend has no port")
+		bad = true
+	}
+	if !bad {
+		r.s.Network, r.s.Backend = cfg, cfg.Backend.Type
+	}
+}
+
+func (r *resolver) underlay() {
+	s, ru := r.s, r.raw.Underlay
+	if ru == nil {
+		ru = &RawUnderlay{}
+	}
+	cidr, pos := DefaultUnderlay, firstPos(ru.Pos, r.raw.Pos)
+	if ru.CIDR.IsSet() {
+		cidr, pos = ru.CIDR.Value, ru.CIDR.Pos
+	}
+	p, err := netip.ParsePrefix(strings.TrimSpace(cidr))
+	switch {
+	case err != nil || !p.Addr().Is4():
+		r.errorf(pos, "underlay cidr %q: not an IPv4 CIDR prefix (want e.g. %s)", cidr, DefaultUnderlay)
+	case p.Masked() != p:
+		r.errorf(pos, "underlay cidr %q: host bits must be zero (did you mean %q?)", cidr, p.Masked().String())
+	case p.Bits() > 24:
+		r.errorf(pos, "underlay cidr %s: must be a /24 or larger (hosts sit at .1 and up, etcd at .%d)", p, EtcdHostOffset)
+	default:
+		s.Underlay = p
+	}
+	if ru.MTU.IsSet() {
+		if v := ru.MTU.Value; v < MinUnderlayMTU || v > MaxUnderlayMTU {
+			r.errorf(ru.MTU.Pos, "underlay mtu %d: must be %d..%d", v, MinUnderlayMTU, MaxUnderlayMTU)
+		} else {
+			s.UnderlayMTU = int(v)
+		}
+	}
+	if s.Network != nil && s.Underlay.IsValid() && s.Network.Network.Overlaps(s.Underlay) {
+		if r.raw.Network != nil && r.raw.Network.Network.IsSet() {
+			r.errorf(r.networkPos, "network %s overlaps underlay %s: pick disjoint ranges", s.Network.Network, s.Underlay)
+		} else {
+			r.errorf(pos, "underlay %s overlaps the default network %s: pick disjoint ranges", s.Underlay, s.Network.Network)
+		}
+	}
+}
+
+func (r *resolver) etcd() {
+	re := r.raw.Etcd
+	if re == nil {
+		return
+	}
+	eps := re.Endpoints
+	switch {
+	case re.Embedded.IsSet() && re.Embedded.Value && eps.IsSet():
+		r.errorf(re.Embedded.Pos, "etcd: embedded: true and endpoints exclude each other (endpoints means an external etcd)")
+		return
+	case re.Embedded.IsSet() && !re.Embedded.Value && !eps.IsSet():
+		r.errorf(re.Embedded.Pos, "etcd: embedded: false needs endpoints (the external etcd to use)")
+		return
+	case eps.IsSet() && len(eps.Values) == 0:
+		r.errorf(eps.Pos, "etcd endpoints: empty list (omit it to use the embedded etcd)")
+		return
+	}
+	for _, ep := range eps.Values {
+		if msg := checkEndpoint(ep.Value); msg != "" {
+			r.errorf(ep.Pos, "etcd endpoint %s", msg)
+			continue
+		}
+		r.s.EtcdEndpoints = append(r.s.EtcdEndpoints, ep.Value)
+	}
+}
+
+// initialHosts reads both shapes of hosts into h1..hN.
+func (r *resolver) initialHosts() {
+	rh := r.raw.Hosts
+	if rh == nil {
+		rh = &RawHosts{}
+	}
+	r.hostsPos = firstPos(rh.Pos, r.raw.Pos)
+	r.countPos = firstPos(rh.Count.Pos, r.hostsPos)
+	if r.d.bad[rh.Pos] {
+		r.hostsBroken = true
+	}
+	if rh.Listed {
+		if len(rh.List) == 0 {
+			r.errorf(rh.Pos, "hosts: empty list: a lab needs at least one host")
+			r.hostsBroken = true
+		}
+		if len(rh.List) >= EtcdHostOffset {
+			r.errorf(rh.Pos, "hosts: %d hosts: at most %d (host i sits at .i on the underlay, etcd at .%d)", len(rh.List), EtcdHostOffset-1, EtcdHostOffset)
+			r.hostsBroken = true
+			return
+		}
+		for i := range rh.List {
+			e := &rh.List[i]
+			spec := r.hostSpec(e.Containers, e.AgentArgs, e.Link, firstPos(e.Pos, rh.Pos))
+			last := r.hosts[len(r.hosts)-1]
+			r.addDefaults = hostDefaults{containers: spec.Containers, contPos: last.contPos, contDefault: last.contDefault, agentArgs: spec.AgentArgs}
+			r.s.Hosts = append(r.s.Hosts, spec)
+		}
+		r.initial = len(r.hosts)
+		return
+	}
+	count := int64(DefaultHosts)
+	if rh.Count.IsSet() {
+		count = rh.Count.Value
+		switch {
+		case count < 1:
+			r.errorf(rh.Count.Pos, "hosts count %d: a lab needs at least one host", count)
+			r.hostsBroken = true
+			return
+		case count >= EtcdHostOffset:
+			r.errorf(rh.Count.Pos, "hosts count %d: at most %d (host i sits at .i on the underlay, etcd at .%d)", count, EtcdHostOffset-1, EtcdHostOffset)
+			r.hostsBroken = true
+			return
+		}
+	}
+	for range count {
+		spec := r.hostSpec(rh.Containers, rh.AgentArgs, rh.Link, r.hostsPos)
+		r.s.Hosts = append(r.s.Hosts, spec)
+	}
+	r.initial = len(r.hosts)
+	cont := DefaultContainers
+	if rh.Containers.IsSet() && rh.Containers.Value >= 0 && rh.Containers.Value <= MaxContainers {
+		cont = int(rh.Containers.Value)
+	}
+	r.addDefaults = hostDefaults{containers: cont, contPos: firstPos(rh.Containers.Pos, r.hostsPos), contDefault: !rh.Containers.IsSet(), agentArgs: rh.AgentArgs.Strings()}
+}
+
+// hostSpec resolves one host present at start and records it.
+func (r *resolver) hostSpec(containers Int, agentArgs StringList, link *RawLink, pos Pos) HostSpec {
+	h := &hostInfo{index: len(r.hosts) + 1, containers: DefaultContainers, contPos: pos, contDefault: true}
+	if containers.IsSet() {
+		h.contPos, h.contDefault = containers.Pos, false
+		h.containers = r.containerCount(containers, "containers")
+	}
+	r.hosts = append(r.hosts, h)
+	spec := HostSpec{Name: h.name(), Containers: h.containers, AgentArgs: agentArgs.Strings()}
+	if link != nil {
+		if link.Rate.IsSet() {
+			if v, msg := parseRate(link.Rate.Value); msg != "" {
+				r.errorf(link.Rate.Pos, "link rate %s", msg)
+			} else {
+				spec.Link.RateBps = v
+			}
+		}
+		if link.Loss.IsSet() {
+			if v, msg := parsePercent(link.Loss.Value); msg != "" {
+				r.errorf(link.Loss.Pos, "link loss %s", msg)
+			} else {
+				spec.Link.LossPercent = v
+			}
+		}
+	}
+	return spec
+}
+
+func (r *resolver) containerCount(v Int, what string) int {
+	if v.Value < 0 || v.Value > MaxContainers {
+		r.errorf(v.Pos, "%s %d: must be 0..%d", what, v.Value, MaxContainers)
+		return 0
+	}
+	return int(v.Value)
+}
+
+// capacity checks what depends on the largest the lab gets: the underlay,
+// the leasable subnets, the container count per subnet and interface names.
+func (r *resolver) capacity() {
+	s := r.s
+	s.MaxHosts = len(r.hosts)
+	// tooMany reports that host i (1-based) does not fit, blaming the host
+	// count or the host-add step that makes it.
+	tooMany := func(i int, why string) {
+		if h := r.hosts[i-1]; h.addedBy != nil {
+			r.errorf(firstPos(h.addedBy.raw.Action.Pos, h.addedBy.raw.Pos), "%s: host-add makes h%d, but %s", h.addedBy.label, i, why)
+			return
+		}
+		r.errorf(r.countPos, "hosts: %d hosts, but %s", r.initial, why)
+	}
+	if len(r.hosts) >= EtcdHostOffset {
+		tooMany(EtcdHostOffset, fmt.Sprintf("hosts must fit the underlay at .1 to .%d (etcd is .%d)", EtcdHostOffset-1, EtcdHostOffset))
+	}
+	if cfg := s.Network; cfg != nil {
+		if n := cfg.SubnetCount(); len(r.hosts) > n {
+			tooMany(n+1, fmt.Sprintf("network %s with /%d subnets holds only %s: use a larger network or a longer subnetLen",
+				cfg.Network, cfg.SubnetLen, plural(n, "leasable subnet")))
+		}
+		perHost := (1 << (32 - cfg.SubnetLen)) - 3 // network, bridge (gateway) and broadcast addresses
+		for _, h := range r.hosts {
+			if h.containers > perHost {
+				if h.contDefault {
+					r.errorf(h.contPos, "hosts: the default of %d containers does not fit: a /%d subnet holds only %s besides the bridge (set containers)",
+						h.containers, cfg.SubnetLen, plural(perHost, "container"))
+				} else {
+					r.errorf(h.contPos, "containers %d: a /%d subnet holds only %s besides the bridge", h.containers, cfg.SubnetLen, plural(perHost, "container"))
+				}
+			}
+		}
+	}
+	if s.Lab == "" {
+		return
+	}
+	maxC := 0
+	for _, h := range r.hosts {
+		maxC = max(maxC, h.containers)
+	}
+	if msg := labNameProblem(s.Lab, max(len(r.hosts), 1), maxC); msg != "" {
+		if r.labFrom == "lab" {
+			r.errorf(r.labPos, "lab %q: %s", s.Lab, msg)
+		} else {
+			r.errorf(r.labPos, "name %q is the lab name unless lab: is given: %s", s.Lab, msg)
+		}
+	}
+}
+
+var labNameRE = regexp.MustCompile(`^[a-z0-9]+$`)
+
+// labNameProblem asks topo whether the lab's names fit, and explains a "no"
+// in the terms of a scenario file.
+func labNameProblem(lab string, hosts, containers int) string {
+	n := topo.Names{Lab: lab}
+	err := n.Check(hosts, containers)
+	if err == nil {
+		return ""
+	}
+	if !labNameRE.MatchString(lab) {
+		return "a lab name uses lower-case letters and digits only"
+	}
+	longest := ""
+	for _, name := range []string{n.Bridge(), n.EtcdPort(), n.HostPort(hosts), n.ContainerPort(max(containers, 1))} {
+		if len(name) > len(longest) {
+			longest = name
+		}
+	}
+	if len(longest) > topo.MaxIfName {
+		return fmt.Sprintf("interface name %q would be %d characters; the kernel allows %d (use a lab name of at most %d characters)",
+			longest, len(longest), topo.MaxIfName, len(lab)-(len(longest)-topo.MaxIfName))
+	}
+	return err.Error()
+}
+
+func (r *resolver) artifacts() {
+	a := Artifacts{Pcap: PcapFailing, Dumps: true}
+	if ra := r.raw.Artifacts; ra != nil {
+		if ra.Pcap.IsSet() {
+			switch p := PcapPolicy(ra.Pcap.Value); p {
+			case PcapFailing, PcapAlways, PcapNever:
+				a.Pcap = p
+			default:
+				r.errorf(ra.Pcap.Pos, "artifacts pcap %q: want failing, always or never", ra.Pcap.Value)
+			}
+		}
+		if ra.Dumps.IsSet() {
+			a.Dumps = ra.Dumps.Value
+		}
+	}
+	r.s.Artifacts = a
+}

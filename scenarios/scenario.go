@@ -1,0 +1,317 @@
+package scenarios
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"regexp"
+	"time"
+
+	"github.com/overlaylab/overlaylab/overlay/config"
+)
+
+// APIVersion is the only scenario format version this package reads.
+const APIVersion = "overlaylab/v1"
+
+// Defaults applied by Parse.
+const (
+	DefaultNetwork    = "10.10.0.0/16"
+	DefaultUnderlay   = "192.168.77.0/24"
+	DefaultHosts      = 3
+	DefaultContainers = 2
+	DefaultWithin     = 10 * time.Second
+	DefaultSignal     = "TERM"
+)
+
+// Lab limits the scenario is checked against (the lab's own rules).
+const (
+	// EtcdHostOffset is the embedded etcd's host number on the underlay;
+	// host i sits at .i, so hosts stay below it.
+	EtcdHostOffset = 250
+	// MaxContainers per host.
+	MaxContainers  = 250
+	MinUnderlayMTU = 576
+	MaxUnderlayMTU = 9000
+)
+
+// Scenario is a checked scenario with every default applied and every value
+// parsed: what the runner plays.
+type Scenario struct {
+	File        string // as given to Parse; positions refer to it
+	Name        string
+	Lab         string // lab name: `lab:` or else Name
+	Seed        int64  // carried for the runner: same file + seed => same run
+	Description string
+
+	Network *config.Config // resolved through config.Parse: flannel's defaults and rules
+	Backend string         // Network.Backend.Type
+
+	Underlay      netip.Prefix
+	UnderlayMTU   int      // 0 = kernel default
+	EtcdEndpoints []string // empty = the lab's embedded etcd
+
+	Hosts []HostSpec // h1..hN at start
+	// MaxHosts is the highest host index the scenario reaches: len(Hosts)
+	// plus one per host-add step (names are never reused).
+	MaxHosts int
+
+	Steps     []Step // in the order they are played (see Step)
+	Expects   []Expectation
+	Artifacts Artifacts
+}
+
+// HostSpec is one host of the lab.
+type HostSpec struct {
+	Name       string // h1, h2, ...
+	Containers int
+	AgentArgs  []string // extra agent flags
+	Link       LinkSpec // impairment of the underlay link, applied at start
+}
+
+// LinkSpec impairs a host's underlay link. The zero value is no impairment.
+type LinkSpec struct {
+	RateBps     uint64  // 0 = unlimited
+	LossPercent float64 // 0..100
+}
+
+// Action is what a timeline step does.
+type Action string
+
+// Actions and the parameters each takes (in Step).
+const (
+	ActionAgentKill     Action = "agent-kill"     // Host, Signal
+	ActionAgentStart    Action = "agent-start"    // Host
+	ActionLinkDown      Action = "link-down"      // Host
+	ActionLinkUp        Action = "link-up"        // Host
+	ActionLoss          Action = "loss"           // Host, Percent (0 removes the loss)
+	ActionRate          Action = "rate"           // Host, RateBps (0 = "unlimited": removes the limit)
+	ActionEtcdStop      Action = "etcd-stop"      // embedded etcd only
+	ActionEtcdStart     Action = "etcd-start"     // embedded etcd only
+	ActionEtcdPartition Action = "etcd-partition" // Host: cut it off from etcd
+	ActionEtcdHeal      Action = "etcd-heal"      // Host
+	ActionLeaseDelete   Action = "lease-delete"   // Host: delete its lease in etcd
+	ActionHostAdd       Action = "host-add"       // Host (derived), Containers, AgentArgs
+	ActionHostRemove    Action = "host-remove"    // Host
+	ActionConfigSet     Action = "config-set"     // Config, written verbatim
+)
+
+// Step is one fault or change on the timeline.
+//
+// Steps is a total order and the runner plays the steps one at a time in it:
+// a step with At starts At after ready, or when the previous step completes
+// if that is later; a step with After starts Delay after the named step
+// completed (which is always earlier in the order). The order is by nominal
+// start (At, or the nominal start of After plus Delay), then by depth of the
+// After chain, then by position in the file. Host names are checked against
+// this order: a host added by host-add exists only for the steps after it,
+// and a removed host for none after its removal.
+type Step struct {
+	Name  string // optional; needed to be referenced
+	Pos   Pos
+	At    time.Duration // offset from ready; valid when After == ""
+	After string        // name of the step this one follows
+	Delay time.Duration // extra wait after After completed
+
+	Action     Action
+	Host       string   // the host acted on; for host-add the name of the new host
+	Signal     string   // agent-kill: TERM, KILL or INT
+	Percent    float64  // loss
+	RateBps    uint64   // rate
+	Containers int      // host-add
+	AgentArgs  []string // host-add
+	Config     string   // config-set: raw text, deliberately unchecked
+}
+
+// Label names the step in messages: its name, or its action and line.
+func (st *Step) Label() string {
+	if st.Name != "" {
+		return st.Name
+	}
+	return fmt.Sprintf("%s (line %d)", st.Action, st.Pos.Line)
+}
+
+// ExpectKind is which check an expectation makes.
+type ExpectKind string
+
+// Expectation kinds.
+const (
+	KindPing  ExpectKind = "ping"
+	KindEncap ExpectKind = "encap"
+	KindLease ExpectKind = "lease"
+	KindRoute ExpectKind = "route"
+	KindAgent ExpectKind = "agent"
+)
+
+// Expectation is one check with its timing. Exactly one of Ping, Encap,
+// Lease, Route and Agent is set, matching Kind.
+type Expectation struct {
+	Name string
+	Pos  Pos
+	Kind ExpectKind
+	When When
+	// Within is how long a point check may take to become true (it is
+	// retried until then); 0 means exactly once. Zero for during windows.
+	Within time.Duration
+
+	Ping  *PingCheck
+	Encap *EncapCheck
+	Lease *LeaseCheck
+	Route *RouteCheck
+	Agent *AgentCheck
+}
+
+// WhenKind is when an expectation is checked.
+type WhenKind string
+
+// When kinds.
+const (
+	WhenAt     WhenKind = "at"     // At after ready
+	WhenAfter  WhenKind = "after"  // Delay after Step completes
+	WhenDuring WhenKind = "during" // continuously over From..To
+	WhenFinal  WhenKind = "final"  // after the whole timeline
+)
+
+// When is the timing of an expectation.
+type When struct {
+	Kind  WhenKind
+	At    time.Duration // WhenAt
+	Step  string        // WhenAfter
+	Delay time.Duration // WhenAfter
+	From  Mark          // WhenDuring
+	To    Mark          // WhenDuring
+}
+
+// Mark is a moment: Offset after ready, or (Step != "") the moment Step
+// completes.
+type Mark struct {
+	Offset time.Duration
+	Step   string
+}
+
+func (m Mark) String() string {
+	if m.Step != "" {
+		return m.Step
+	}
+	return m.Offset.String()
+}
+
+// Selector picks containers: Host is "hN" or "*", Container "cN" or "*".
+type Selector struct {
+	Host, Container string
+}
+
+// Match reports whether the container (for example "h1", "c2") is selected.
+func (s Selector) Match(host, container string) bool {
+	return (s.Host == "*" || s.Host == host) && (s.Container == "*" || s.Container == container)
+}
+
+func (s Selector) String() string { return s.Host + "/" + s.Container }
+
+// PingResult is what a ping check expects.
+type PingResult string
+
+// Ping results.
+const (
+	ResultAll  PingResult = "all"  // every pair answers
+	ResultNone PingResult = "none" // no pair answers
+	ResultLoss PingResult = "loss" // at most MaxLoss percent of the probes are lost
+)
+
+// PingCheck pings from every selected container to every other selected
+// container.
+type PingCheck struct {
+	From, To Selector
+	Result   PingResult
+	MaxLoss  float64 // percent, for ResultLoss
+}
+
+// EncapCheck captures on a host's underlay interface and checks that overlay
+// traffic is encapsulated: inner addresses inside the Network, on Port (and
+// VNI for vxlan), and no bare inner packets on the wire.
+type EncapCheck struct {
+	Host    string
+	Backend string // udp or vxlan
+	Port    int
+	VNI     int // vxlan only
+}
+
+// LeaseState compares a lease with the one held at ready.
+type LeaseState string
+
+// Lease states.
+const (
+	LeaseUnchanged LeaseState = "unchanged"
+	LeaseChanged   LeaseState = "changed"
+)
+
+// LeaseCheck checks a host's lease against the one it held at ready.
+type LeaseCheck struct {
+	Host  string
+	State LeaseState
+}
+
+// RouteCheck checks for a route to Dst in Host's main table. When Peer is
+// set, Dst is unknown until run time: it is Peer's leased subnet.
+type RouteCheck struct {
+	Host    string
+	Dst     netip.Prefix // when Peer == ""
+	Peer    string
+	Present bool
+}
+
+// AgentCheck checks a host's agent: exactly one of ExitCode and Log is set.
+type AgentCheck struct {
+	Host string
+	// ExitCode is the exit status as a shell reports it (128+N for a death
+	// by signal N).
+	ExitCode *int
+	Log      *regexp.Regexp // must match somewhere in the agent's log
+}
+
+// PcapPolicy says when packet captures are kept.
+type PcapPolicy string
+
+// Pcap policies.
+const (
+	PcapFailing PcapPolicy = "failing" // keep captures of a failed run
+	PcapAlways  PcapPolicy = "always"
+	PcapNever   PcapPolicy = "never"
+)
+
+// Artifacts says what a run keeps.
+type Artifacts struct {
+	Pcap  PcapPolicy
+	Dumps bool // routes, neighbours, FDB, etcd keys and agent logs
+}
+
+// Step returns the step with the given name, or nil.
+func (s *Scenario) Step(name string) *Step {
+	for i := range s.Steps {
+		if s.Steps[i].Name == name {
+			return &s.Steps[i]
+		}
+	}
+	return nil
+}
+
+// Load reads and parses a scenario file.
+func Load(path string) (*Scenario, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read scenario: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse decodes and checks a scenario. file is used in positions only. On
+// any problem it returns Errors, every problem found, sorted by position.
+func Parse(file string, data []byte) (*Scenario, error) {
+	d := newDecoder(file)
+	raw := d.document(data)
+	r := &resolver{d: d, raw: raw, s: &Scenario{File: file}}
+	r.resolve()
+	if len(d.errs) > 0 {
+		return nil, d.errs.sorted()
+	}
+	return r.s, nil
+}
