@@ -279,7 +279,9 @@ type layout struct {
 	mtu      int
 }
 
-func (p *plan) layout() layout { return layout{names: p.names, underlay: p.underlay, mtu: p.UnderlayMTU} }
+func (p *plan) layout() layout {
+	return layout{names: p.names, underlay: p.underlay, mtu: p.UnderlayMTU}
+}
 
 func (s *State) layout() (layout, error) {
 	ul, err := netip.ParsePrefix(s.Underlay.CIDR)
