@@ -75,14 +75,24 @@ func (d *decoder) document(data []byte) *RawScenario {
 		}
 		return raw
 	}
-	var extra yaml.Node
-	switch err := safeDecode(dec, &extra); {
-	case errors.Is(err, io.EOF):
-	case err != nil:
-		d.fatal = true
-		d.syntaxError(err)
-	default:
+	// A trailing "---" (an empty document) is harmless; anything more is a
+	// second scenario in one file, which is a mistake.
+	for {
+		var extra yaml.Node
+		err := safeDecode(dec, &extra)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			d.fatal = true
+			d.syntaxError(err)
+			break
+		}
+		if len(extra.Content) == 1 && isNull(extra.Content[0]) && extra.Content[0].Value == "" {
+			continue
+		}
 		d.errorf(d.pos(&extra), "a second YAML document: a scenario file holds exactly one")
+		break
 	}
 	root := &doc
 	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {

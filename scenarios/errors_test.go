@@ -35,6 +35,597 @@ network:
 `),
 		want: []string{`s.yaml:4:3: unknown field "netwrk" in network (allowed: network, subnetLen, backend)`},
 	},
+	{
+		name: "unknown field in a list entry",
+		yaml: doc(`
+apiVersion: overlaylab/v1
+name: t1
+hosts:
+  - containers: 1
+    count: 2
+`),
+		want: []string{`s.yaml:5:5: unknown field "count" in hosts (allowed: containers, agentArgs, link)`},
+	},
+	{
+		name: "unknown field in a step",
+		yaml: doc(`
+apiVersion: overlaylab/v1
+name: t1
+timeline:
+  - at: 1s
+    action: etcd-stop
+    hots: h1
+`),
+		want: []string{`s.yaml:6:5: unknown field "hots" in timeline (allowed: name, at, after, delay, action, host, signal, percent, rate, containers, agentArgs, config)`},
+	},
+	{
+		name: "bad network CIDR",
+		yaml: doc(`
+apiVersion: overlaylab/v1
+name: t1
+network:
+  network: 10.10.0.0/33
+`),
+		want: []string{`s.yaml:4:12: network "10.10.0.0/33": not a CIDR prefix (want e.g. "10.10.0.0/16")`},
+	},
+	{
+		name: "bad underlay CIDR (a trailing empty document is fine)",
+		yaml: doc(`
+apiVersion: overlaylab/v1
+name: t1
+underlay:
+  cidr: 192.168.77.0/25
+---
+`),
+		want: []string{`s.yaml:4:9: underlay cidr 192.168.77.0/25: must be a /24 or larger (hosts sit at .1 and up, etcd at .250)`},
+	},
+	{
+		name: "underlay not a prefix",
+		yaml: doc(`
+apiVersion: overlaylab/v1
+name: t1
+underlay: {cidr: 192.168.77.0}
+`),
+		want: []string{`s.yaml:3:18: underlay cidr "192.168.77.0": not an IPv4 CIDR prefix (want e.g. 192.168.77.0/24)`},
+	},
+	{
+		name: "config errors land on their field",
+		yaml: doc(`
+apiVersion: overlaylab/v1
+name: t1
+network:
+  network: 10.10.0.0/16
+  subnetLen: 31
+`),
+		want: []string{`s.yaml:5:14: subnetLen 31: must be at most 30`},
+	},
+	{
+		name: "unknown backend",
+		yaml: doc(`
+apiVersion: overlaylab/v1
+name: t1
+network:
+  backend: geneve
+`),
+		want: []string{`s.yaml:4:12: backend "geneve": unknown backend (supported: udp, vxlan, host-gw)`},
+	},
+	{
+		name: "backend port out of range",
+		yaml: doc(`
+apiVersion: overlaylab/v1
+name: t1
+network:
+  backend: {type: vxlan, port: 70000}
+`),
+		want: []string{`s.yaml:4:32: backend port 70000: must be 1..65535`},
+	},
+	{
+		name: "wrong YAML types",
+		yaml: doc(`
+apiVersion: overlaylab/v1
+name: t1
+seed: abc
+hosts:
+  count: [1]
+  containers: 2
+network: 5
+etcd:
+  embedded: "yes"
+`),
+		want: []string{
+			`s.yaml:3:7: seed: want an integer, got "abc"`,
+			`s.yaml:5:10: count: want an integer, got a sequence`,
+			`s.yaml:7:10: network: want a mapping, got 5`,
+			`s.yaml:9:13: embedded: want true or false, got "yes"`,
+		},
+	},
+	{
+		name: "unquoted JSON for config-set",
+		yaml: doc(`
+apiVersion: overlaylab/v1
+name: t1
+timeline:
+  - at: 1s
+    action: config-set
+    config: {"Network": "x"}
+`),
+		want: []string{`s.yaml:6:13: config: want a string (quote the JSON: config: '{"Network": ...}'), got a mapping`},
+	},
+	{
+		name: "step names an unknown host",
+		yaml: doc(`
+apiVersion: overlaylab/v1
+name: t1
+timeline:
+  - name: kill-h9
+    at: 1s
+    action: agent-kill
+    host: h9
+`),
+		want: []string{`s.yaml:7:11: step "kill-h9": unknown host "h9" (hosts: h1..h3)`},
+	},
+	{
+		name: "host added by host-add, used before and after; removed host",
+		yaml: doc(`
+apiVersion: overlaylab/v1
+name: t1
+hosts: {count: 2}
+timeline:
+  - name: early
+    at: 1s
+    action: agent-kill
+    host: h3
+  - name: add
+    at: 2s
+    action: host-add
+  - name: late
+    after: add
+    action: agent-kill
+    host: h3
+  - name: rm
+    at: 5s
+    action: host-remove
+    host: h1
+  - name: again
+    at: 6s
+    action: link-down
+    host: h1
+`),
+		want: []string{
+			`s.yaml:8:11: step "early": unknown host "h3" (hosts: h1, h2; h3 is added later, by step "add")`,
+			`s.yaml:23:11: step "again": unknown host "h1" (hosts: h2, h3; h1 was removed by step "rm")`,
+		},
+	},
+	{
+		name: "after: unknown step, cycle, self, duplicate name",
+		yaml: doc(`
+apiVersion: overlaylab/v1
+name: t1
+timeline:
+  - name: a
+    after: b
+    action: etcd-stop
+  - name: b
+    after: a
+    action: etcd-start
+  - name: c
+    after: nope
+    action: etcd-start
+  - name: d
+    after: d
+    action: etcd-start
+  - name: a
+    at: 1s
+    action: etcd-stop
+`),
+		want: []string{
+			`s.yaml:5:12: step "a": after forms a cycle: a -> b -> a`,
+			`s.yaml:11:12: step "c": after "nope": no such step (steps: a, b, c, d)`,
+			`s.yaml:14:12: step "d": after names the step itself`,
+			`s.yaml:16:11: duplicate step name "a" (first at line 4)`,
+		},
+	},
+	{
+		name: "at and after both, and neither",
+		yaml: doc(`
+apiVersion: overlaylab/v1
+name: t1
+timeline:
+  - {name: a, at: 1s, after: a, action: etcd-stop}
+  - {name: b, action: etcd-start}
+`),
+		want: []string{
+			`s.yaml:4:30: step "a": at and after exclude each other: use one`,
+			`s.yaml:5:5: step "b": needs at (an offset from ready) or after (a step name)`,
+		},
+	},
+	{
+		name: "interface name over 15 from the scenario name",
+		yaml: doc(`
+apiVersion: overlaylab/v1
+name: longlabname
+`),
+		want: []string{`s.yaml:2:7: name "longlabname" is the lab name unless lab: is given: interface name "ol-longlabname-etcd" would be 19 characters; the kernel allows 15 (use a lab name of at most 7 characters)`},
+	},
+	{
+		name: "scenario name that is no lab name",
+		yaml: doc(`
+apiVersion: overlaylab/v1
+name: agent-restart
+`),
+		want: []string{`s.yaml:2:7: name "agent-restart" is the lab name unless lab: is given: a lab name uses lower-case letters and digits only`},
+	},
+	{
+		name: "interface name over 15 from lab",
+		yaml: doc(`
+apiVersion: overlaylab/v1
+name: agent-restart
+lab: agentrst
+`),
+		want: []string{`s.yaml:3:6: lab "agentrst": interface name "ol-agentrst-etcd" would be 16 characters; the kernel allows 15 (use a lab name of at most 7 characters)`},
+	},
+	{
+		name: "overlapping underlay and overlay",
+		yaml: doc(`
+apiVersion: overlaylab/v1
+name: t1
+network:
+  network: 192.168.0.0/16
+`),
+		want: []string{`s.yaml:4:12: network 192.168.0.0/16 overlaps underlay 192.168.77.0/24: pick disjoint ranges`},
+	},
+	{
+		name: "underlay overlapping the default network",
+		yaml: doc(`
+apiVersion: overlaylab/v1
+name: t1
+underlay: {cidr: 10.10.7.0/24}
+`),
+		want: []string{`s.yaml:3:18: underlay 10.10.7.0/24 overlaps the default network 10.10.0.0/16: pick disjoint ranges`},
+	},
+	{
+		name: "too many hosts for the network",
+		yaml: doc(`
+apiVersion: overlaylab/v1
+name: t1
+network:
+  network: 10.10.0.0/28
+  subnetLen: 30
+hosts:
+  count: 4
+  containers: 1
+`),
+		want: []string{`s.yaml:7:10: hosts: 4 hosts, but network 10.10.0.0/28 with /30 subnets holds only 3 leasable subnets: use a larger network or a longer subnetLen`},
+	},
+	{
+		name: "host-add beyond the network",
+		yaml: doc(`
+apiVersion: overlaylab/v1
+name: t1
+network: {network: 10.10.0.0/28, subnetLen: 30}
+hosts:
+  - containers: 1
+  - containers: 1
+timeline:
+  - {name: add3, at: 1s, action: host-add}
+  - {name: add4, at: 2s, action: host-add}
+`),
+		want: []string{`s.yaml:9:34: step "add4": host-add makes h4, but network 10.10.0.0/28 with /30 subnets holds only 3 leasable subnets: use a larger network or a longer subnetLen`},
+	},
+	{
+		name: "containers do not fit the subnet",
+		yaml: doc(`
+apiVersion: overlaylab/v1
+name: t1
+network: {subnetLen: 29}
+hosts:
+  - containers: 6
+  - {}
+timeline:
+  - {at: 1s, action: host-add, containers: 300}
+`),
+		want: []string{
+			`s.yaml:5:17: containers 6: a /29 subnet holds only 5 containers besides the bridge`,
+			`s.yaml:8:44: step 1: containers 300: must be 0..250`,
+		},
+	},
+	{
+		name: "too many hosts for the underlay",
+		yaml: doc(`
+apiVersion: overlaylab/v1
+name: t1
+hosts: {count: 250}
+`),
+		want: []string{`s.yaml:3:16: hosts count 250: at most 249 (host i sits at .i on the underlay, etcd at .250)`},
+	},
+	{
+		name: "ping results, selectors and check kinds",
+		yaml: doc(`
+apiVersion: overlaylab/v1
+name: t1
+expect:
+  - name: p1
+    ping: {from: "h1/*", to: "*/*", result: some}
+    at: 1s
+  - name: p2
+    ping: {from: "h1/x", to: "h7", result: "loss<=120%"}
+    at: 1s
+  - name: p3
+    at: 1s
+  - name: p4
+    ping: {from: h1, to: h2}
+    lease: {host: h1, state: unchanged}
+    final: true
+  - name: p5
+    ping: {from: h1, to: "*/c3"}
+`),
+		want: []string{
+			`s.yaml:5:45: expect "p1": ping result "some": want all, none or loss<=N% (N in 0..100)`,
+			`s.yaml:8:18: expect "p2": ping from "h1/x": want HOST/CONTAINER such as h1/c2, h1/*, */* or h1`,
+			`s.yaml:8:30: expect "p2": ping to "h7": unknown host h7 (hosts: h1..h3)`,
+			`s.yaml:8:44: expect "p2": ping result "loss<=120%": want all, none or loss<=N% (N in 0..100)`,
+			`s.yaml:10:5: expect "p3": needs a check: one of ping, encap, lease, route or agent`,
+			`s.yaml:14:12: expect "p4": has both ping and lease: one check per expectation`,
+			`s.yaml:16:5: expect "p5": needs one of at (an offset from ready), after (a step), during (a window) or final: true`,
+			`s.yaml:17:26: expect "p5": ping to "*/c3": no host has a container c3 (the most is 2)`,
+		},
+	},
+	{
+		name: "selector against a host's containers and a missing selector",
+		yaml: doc(`
+apiVersion: overlaylab/v1
+name: t1
+hosts:
+  - containers: 2
+  - containers: 0
+expect:
+  - name: p
+    ping: {from: h1/c3, to: h2}
+    final: true
+  - name: q
+    ping: {to: h1}
+    final: true
+`),
+		want: []string{
+			`s.yaml:8:18: expect "p": ping from "h1/c3": h1 has 2 containers`,
+			`s.yaml:8:29: expect "p": ping to "h2": h2 has no containers`,
+			`s.yaml:11:11: expect "q": ping from is required (e.g. */*, h1/*, h2/c1)`,
+		},
+	},
+	{
+		name: "expectation timing",
+		yaml: doc(`
+apiVersion: overlaylab/v1
+name: t1
+timeline:
+  - {name: s1, at: 1s, action: etcd-stop}
+expect:
+  - name: a
+    agent: {host: h1, exitCode: 0}
+    at: 1s
+    final: true
+  - name: b
+    agent: {host: h1, exitCode: 0}
+    during: {from: s1}
+    within: 1s
+  - name: c
+    agent: {host: h1, exitCode: 0}
+    at: 2s
+    delay: 1s
+  - agent: {host: h1, exitCode: 0}
+    final: true
+`),
+		want: []string{
+			`s.yaml:9:12: expect "a": at and final exclude each other: use one`,
+			`s.yaml:12:13: expect "b": during needs to (an offset or a step)`,
+			`s.yaml:13:13: expect "b": within applies to point checks, not to a during window`,
+			`s.yaml:17:12: expect "c": delay goes with after (with at, add it to the offset)`,
+			`s.yaml:18:5: expect 4: name is required`,
+		},
+	},
+	{
+		name: "embedded etcd and endpoints",
+		yaml: doc(`
+apiVersion: overlaylab/v1
+name: t1
+etcd:
+  embedded: true
+  endpoints: [http://127.0.0.1:2379]
+`),
+		want: []string{`s.yaml:4:13: etcd: embedded: true and endpoints exclude each other (endpoints means an external etcd)`},
+	},
+	{
+		name: "bad endpoints and etcd-stop on an external etcd",
+		yaml: doc(`
+apiVersion: overlaylab/v1
+name: t1
+etcd:
+  endpoints: ["http://10.0.0.1:2379", "ftp://x", "http://nohost", "http://h:99999"]
+timeline:
+  - {at: 1s, action: etcd-stop}
+`),
+		want: []string{
+			`s.yaml:4:39: etcd endpoint "ftp://x": scheme must be http or https (want http://HOST:PORT or https://HOST:PORT)`,
+			`s.yaml:4:50: etcd endpoint "http://nohost": no port (want http://HOST:PORT or https://HOST:PORT)`,
+			`s.yaml:4:67: etcd endpoint "http://h:99999": port must be 1..65535`,
+			`s.yaml:6:22: step 1: etcd-stop needs the embedded etcd (this scenario uses an external one)`,
+		},
+	},
+	{
+		name: "bad and negative durations",
+		yaml: doc(`
+apiVersion: overlaylab/v1
+name: t1
+timeline:
+  - at: 2x
+    action: etcd-stop
+  - at: -1s
+    action: etcd-start
+expect:
+  - name: w
+    ping: {from: "*", to: "*"}
+    within: -5s
+    after: nope
+`),
+		want: []string{
+			`s.yaml:4:9: step 1: at "2x" is not a duration (want e.g. 500ms, 2s, 1m)`,
+			`s.yaml:6:9: step 2: at -1s is negative`,
+			`s.yaml:11:13: expect "w": within -5s is negative`,
+			`s.yaml:12:12: expect "w": after "nope": no such step (no step has a name)`,
+		},
+	},
+	{
+		name: "action parameters",
+		yaml: doc(`
+apiVersion: overlaylab/v1
+name: t1
+timeline:
+  - at: 1s
+    action: etcd-stop
+    host: h1
+  - at: 1s
+    action: loss
+    host: h1
+  - at: 1s
+    action: rate
+    host: h1
+    rate: 10mbps
+  - at: 1s
+    action: agent-kill
+    host: h1
+    signal: HUP
+  - at: 1s
+    action: explode
+  - at: 1s
+    delay: 1s
+    action: config-set
+  - at: 1s
+    action: loss
+    host: h1
+    percent: 101%
+`),
+		want: []string{
+			`s.yaml:6:11: step 1: action etcd-stop does not take host (it takes no parameters)`,
+			`s.yaml:8:13: step 2: action loss needs percent`,
+			`s.yaml:13:11: step 3: rate "10mbps" is not a rate (want e.g. 500kbit, 10mbit, 1gbit, or unlimited)`,
+			`s.yaml:17:13: step 4: signal "HUP": want TERM, KILL or INT`,
+			`s.yaml:19:13: step 5: unknown action "explode" (actions: agent-kill, agent-start, link-down, link-up, loss, rate, etcd-stop, etcd-start, etcd-partition, etcd-heal, lease-delete, host-add, host-remove, config-set)`,
+			`s.yaml:21:12: step 6: delay goes with after (with at, add it to the offset)`,
+			`s.yaml:22:13: step 6: action config-set needs config`,
+			`s.yaml:26:14: step 7: percent 101% is outside 0..100%`,
+		},
+	},
+	{
+		name: "header, backend, underlay and artifacts",
+		yaml: doc(`
+apiVersion: overlaylab/v2
+lab: Bad-Lab
+network:
+  backend: {type: udp, vni: 3}
+underlay: {cidr: 192.168.77.5/24, mtu: 100}
+hosts:
+  - containers: 300
+  - {}
+artifacts: {pcap: sometimes}
+`),
+		want: []string{
+			`s.yaml:1:1: name is required`,
+			`s.yaml:1:13: apiVersion "overlaylab/v2" is not supported (want overlaylab/v1)`,
+			`s.yaml:2:6: lab "Bad-Lab": a lab name uses lower-case letters and digits only`,
+			`s.yaml:4:29: backend vni: only the vxlan backend has a VNI (this one is udp)`,
+			`s.yaml:5:18: underlay cidr "192.168.77.5/24": host bits must be zero (did you mean "192.168.77.0/24"?)`,
+			`s.yaml:5:40: underlay mtu 100: must be 576..9000`,
+			`s.yaml:7:17: containers 300: must be 0..250`,
+			`s.yaml:9:19: artifacts pcap "sometimes": want failing, always or never`,
+		},
+	},
+	{
+		name: "check parameters",
+		yaml: doc(`
+apiVersion: overlaylab/v1
+name: t1
+name: t2
+expect:
+  - name: e
+    agent: {host: h1, exitCode: 0}
+    final: true
+  - name: e
+    agent: {host: h1}
+    final: true
+  - name: r
+    route: {host: h1, dst: peer:h1}
+    final: true
+  - name: r2
+    route: {host: h1, dst: 10.0.0.1/8}
+    final: true
+  - name: en
+    encap: {host: h2, vni: 5}
+    during: {from: 3s, to: 2s}
+  - name: l
+    lease: {host: h4, state: gone}
+    final: true
+  - name: lg
+    agent: {host: h1, log: "(", exitCode: 1}
+    final: true
+`),
+		want: []string{
+			`s.yaml:3:1: duplicate field "name" in scenario (first at line 2)`,
+			`s.yaml:8:11: duplicate expectation name "e" (first at line 5)`,
+			`s.yaml:9:12: expect "e": agent needs exitCode or log`,
+			`s.yaml:12:28: expect "r": route dst "peer:h1": a host's own subnet is on its bridge, not routed to a peer`,
+			`s.yaml:15:28: expect "r2": route dst "10.0.0.1/8": host bits must be zero (did you mean "10.0.0.0/8"?)`,
+			`s.yaml:18:28: expect "en": encap vni: only the vxlan backend has a VNI (this one is udp)`,
+			`s.yaml:19:28: expect "en": during to 2s is not after from 3s`,
+			`s.yaml:21:19: expect "l": lease: unknown host "h4" (hosts: h1..h3)`,
+			`s.yaml:21:30: expect "l": lease state "gone": want unchanged or changed`,
+			`s.yaml:24:28: expect "lg": agent exitCode and log exclude each other: use one`,
+		},
+	},
+	{
+		name: "YAML syntax error",
+		yaml: doc(`
+apiVersion: overlaylab/v1
+name: t1
+hosts:
+  count: 3
+ containers: 2
+`),
+		want: []string{`s.yaml:4:1: invalid YAML: did not find expected key`},
+	},
+	{
+		name: "tab indentation",
+		yaml: "apiVersion: overlaylab/v1\nname: t1\nhosts:\n\tcount: 3\n",
+		want: []string{`s.yaml:4:1: invalid YAML: found character that cannot start any token`},
+	},
+	{
+		name: "empty file",
+		yaml: "",
+		want: []string{`s.yaml:1:1: empty scenario file (want a mapping starting with apiVersion: overlaylab/v1)`},
+	},
+	{
+		name: "not a mapping",
+		yaml: "- apiVersion: overlaylab/v1\n",
+		want: []string{`s.yaml:1:1: scenario: want a mapping, got a sequence`},
+	},
+	{
+		name: "two documents",
+		yaml: "apiVersion: overlaylab/v1\nname: t1\n---\nname: t2\n",
+		want: []string{`s.yaml:3:1: a second YAML document: a scenario file holds exactly one`},
+	},
+	{
+		name: "aliases",
+		yaml: doc(`
+apiVersion: overlaylab/v1
+name: &n t1
+description: *n
+hosts:
+  <<: {count: 2}
+`),
+		want: []string{
+			`s.yaml:3:14: description: YAML aliases (*n) are not supported: write the value out`,
+			`s.yaml:5:3: hosts: YAML merge keys (<<) are not supported: write the fields out`,
+		},
+	},
 }
 
 func TestParseErrors(t *testing.T) {
