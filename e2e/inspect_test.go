@@ -164,11 +164,16 @@ func peerMACs(st *lab.State) map[string]net.HardwareAddr {
 
 // putConfig writes the network config key directly.
 func putConfig(st *lab.State, value string) {
+	putKey(st, "/coreos.com/network/config", value)
+}
+
+// putKey writes one key of the lab's etcd.
+func putKey(st *lab.State, key, value string) {
 	cli, err := lab.Client(st.Etcd.Endpoints, st.Etcd.Netns)
 	ExpectWithOffset(1, err).NotTo(HaveOccurred())
 	defer cli.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_, err = cli.Put(ctx, "/coreos.com/network/config", value)
+	_, err = cli.Put(ctx, key, value)
 	ExpectWithOffset(1, err).NotTo(HaveOccurred())
 }

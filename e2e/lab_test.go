@@ -130,6 +130,23 @@ func labSpecs(backend, name string) {
 			})
 		}
 
+		if backend == "host-gw" {
+			It("reports a peer off the L2 segment and skips it", func() {
+				st := status(name)
+				// A lease whose PublicIP no host can reach directly. Nothing
+				// is ever sent to it: the agent only looks its route up.
+				putKey(st, "/coreos.com/network/subnets/10.10.250.0-24",
+					`{"PublicIP":"10.99.0.1","PublicIPv6":null,"BackendType":"host-gw","BackendData":null}`)
+				DeferCleanup(func() { deleteLease(st, "10.10.250.0/24") })
+				for _, h := range st.Hosts {
+					Eventually(func() string { return readFile(h.AgentLog) }).WithTimeout(5*time.Second).
+						Should(ContainSubstring("PublicIP 10.99.0.1 is not on the same L2 segment as eth0"), h.Name)
+					Expect(entriesOn(h.Netns).routes).NotTo(ContainElement("10.10.250.0/24"))
+				}
+				checkMatrixAndWire(st, 0)
+			})
+		}
+
 		if backend == "udp" {
 			It("reports an invalid network config written to etcd and keeps the network working", func() {
 				st := status(name)

@@ -7,9 +7,9 @@ import (
 	"testing"
 )
 
-// FuzzRead reads arbitrary file content. Whatever Read accepts must be an
-// Env that Render writes and Read reads back unchanged, and Write must
-// produce exactly Render's bytes.
+// FuzzRead reads arbitrary file content. Whatever Read accepts must keep
+// Read's own rules and be an Env that Render writes and Read reads back
+// unchanged.
 func FuzzRead(f *testing.F) {
 	for _, s := range []string{
 		"FLANNEL_NETWORK=10.10.0.0/16\nFLANNEL_SUBNET=10.10.3.1/24\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=false\n",
@@ -33,8 +33,10 @@ func FuzzRead(f *testing.F) {
 	} {
 		f.Add([]byte(s))
 	}
+	// One directory per fuzzing process: the target runs sequentially there,
+	// and a fresh directory per input would dominate the run time.
+	dir := f.TempDir()
 	f.Fuzz(func(t *testing.T, data []byte) {
-		dir := t.TempDir()
 		path := filepath.Join(dir, "subnet.env")
 		if err := os.WriteFile(path, data, 0o644); err != nil {
 			t.Fatal(err)
@@ -66,17 +68,5 @@ func FuzzRead(f *testing.F) {
 			t.Fatalf("round trip changed the Env\ninput: %q\nfirst:  %+v\nsecond: %+v", data, e, e2)
 		}
 
-		// Write is Render made atomic: same bytes, nothing left beside it.
-		written := filepath.Join(dir, "sub", "written.env")
-		if err := Write(written, e); err != nil {
-			t.Fatal(err)
-		}
-		got, err := os.ReadFile(written)
-		if err != nil || string(got) != string(Render(e)) {
-			t.Fatalf("Write wrote %q, Render gives %q (%v)", got, Render(e), err)
-		}
-		if ents, _ := os.ReadDir(filepath.Dir(written)); len(ents) != 1 {
-			t.Fatalf("Write left %d files behind", len(ents))
-		}
 	})
 }

@@ -56,7 +56,7 @@ func (h *HostGW) Configure(ctx context.Context, own subnet.Lease) error { return
 // onLink checks that ip is reachable directly on the external interface.
 func (h *HostGW) onLink(ip netip.Addr) error {
 	rs, err := netlink.RouteGet(ip.AsSlice())
-	if err != nil {
+	if err != nil && !errors.Is(err, syscall.ENETUNREACH) && !errors.Is(err, syscall.EHOSTUNREACH) {
 		return fmt.Errorf("route lookup for %s: %w", ip, err)
 	}
 	for _, r := range rs {
