@@ -65,5 +65,10 @@
 // step names (the moment that step completes); names start with a letter, so
 // the two never look alike.
 //
+// Limits are checked against the most hosts the scenario ever has (a removed
+// host is not assumed to free its subnet): fewer than 250 (host i is .i on the
+// underlay, etcd .250), no more than the network's leasable subnets, and every
+// interface name (ol-LAB-etcd, ol-LAB-h249, ...) within 15 characters.
+//
 // The order of Scenario.Steps is a contract with the runner; see Step.
 package scenarios
