@@ -3,7 +3,9 @@ GO      ?= go
 BIN     := bin/overlaylab
 E2E_TIMEOUT ?= 40m
 
-.PHONY: build lab-up lab-down test unit e2e bench vet clean
+FUZZTIME ?= 20s
+
+.PHONY: build lab-up lab-down test unit e2e bench fuzz vet clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/overlaylab
@@ -29,6 +31,14 @@ e2e: build
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+# Every fuzz target for FUZZTIME each (seed corpora run in `make test` too).
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done
 
 clean:
 	rm -rf bin

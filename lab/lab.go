@@ -42,8 +42,17 @@ type Spec struct {
 	StateRoot     string
 	Binary        string   // the overlaylab binary to run children from
 	AgentArgs     []string // extra agent flags for every host
-	Verify        bool
-	Out           io.Writer // progress and summary
+	// PerHost overrides Containers and AgentArgs for host i+1 when set.
+	PerHost []HostOptions
+	// ConfigJSON, when set, is the network config written to etcd instead
+	// of the one built from Network, SubnetLen and Backend (it is still
+	// parsed and checked).
+	ConfigJSON []byte
+	// Seed, when non-zero, makes each agent pick its subnet with a random
+	// source seeded from Seed and its address: same seed, same subnets.
+	Seed   int64
+	Verify bool
+	Out    io.Writer // progress and summary
 }
 
 // Defaults.
@@ -100,6 +109,9 @@ func (s Spec) Check() (*plan, error) {
 		raw["SubnetLen"] = s.SubnetLen
 	}
 	js, _ := json.Marshal(raw)
+	if s.ConfigJSON != nil {
+		js = s.ConfigJSON
+	}
 	cfg, err := config.Parse(js)
 	if err != nil {
 		return nil, fmt.Errorf("network config: %w", err)
@@ -110,8 +122,14 @@ func (s Spec) Check() (*plan, error) {
 	if n := cfg.SubnetCount(); n < s.Hosts {
 		return nil, fmt.Errorf("--network %s with /%d subnets holds %d leasable subnets, fewer than --hosts %d: use a larger network or a longer --subnet-len", cfg.Network, cfg.SubnetLen, n, s.Hosts)
 	}
-	if hostsPer := (1 << (32 - cfg.SubnetLen)) - 3; s.Containers > hostsPer {
-		return nil, fmt.Errorf("--containers %d: a /%d subnet holds only %d containers besides the bridge", s.Containers, cfg.SubnetLen, hostsPer)
+	for i := range s.Hosts {
+		n := p.containersOn(i + 1)
+		if hostsPer := (1 << (32 - cfg.SubnetLen)) - 3; n > hostsPer {
+			return nil, fmt.Errorf("--containers %d: a /%d subnet holds only %d containers besides the bridge", n, cfg.SubnetLen, hostsPer)
+		}
+		if n < 0 || n > 250 {
+			return nil, fmt.Errorf("host h%d: %d containers: must be 0..250", i+1, n)
+		}
 	}
 	p.netCfg = cfg
 	p.cfgJSON, err = cfg.Marshal()
@@ -171,7 +189,7 @@ func Up(ctx context.Context, s Spec) (*State, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := Preflight(s.Backend); err != nil {
+	if err := Preflight(p.netCfg.Backend.Type); err != nil {
 		return nil, err
 	}
 	if Exists(s.StateRoot, s.Name) {
@@ -181,7 +199,8 @@ func Up(ctx context.Context, s Spec) (*State, error) {
 		return nil, fmt.Errorf("state dir: %w", err)
 	}
 	st := &State{
-		Name: s.Name, Backend: s.Backend, Network: p.netCfg.Network.String(), StateDir: p.dir, Phase: "building",
+		Name: s.Name, Backend: p.netCfg.Backend.Type, Network: p.netCfg.Network.String(), StateDir: p.dir, Phase: "building", Seed: s.Seed,
+		BackendPort: p.netCfg.Backend.Port, BackendVNI: p.netCfg.Backend.VNI,
 		Underlay: UnderlayState{Netns: p.names.UnderlayNS(), Bridge: p.names.Bridge(), CIDR: p.underlay.String(), MTU: s.UnderlayMTU},
 		Etcd:     EtcdState{Netns: p.names.EtcdNS(), Endpoints: []string{"http://" + p.etcdIP.String() + ":2379"}, External: s.EtcdEndpoints},
 	}
@@ -248,7 +267,7 @@ func (p *plan) build(ctx context.Context, st *State, pr *progress) error {
 	// Agents.
 	pr.phase("agents")
 	for i := range st.Hosts {
-		if err := StartAgent(st, &st.Hosts[i], p.Binary, p.AgentArgs); err != nil {
+		if err := StartAgent(st, &st.Hosts[i], p.Binary, p.agentArgsOn(i+1)); err != nil {
 			return err
 		}
 	}
@@ -264,12 +283,28 @@ func (p *plan) build(ctx context.Context, st *State, pr *progress) error {
 	g.SetLimit(8)
 	for i := range st.Hosts {
 		h := &st.Hosts[i]
-		g.Go(func() error { return p.layout().buildContainers(i+1, p.Containers, h) })
+		g.Go(func() error { return p.layout().buildContainers(i+1, p.containersOn(i+1), h) })
 	}
 	if err := g.Wait(); err != nil {
 		return err
 	}
 	return st.Save()
+}
+
+// containersOn is host i's container count.
+func (p *plan) containersOn(i int) int {
+	if i-1 < len(p.PerHost) {
+		return p.PerHost[i-1].Containers
+	}
+	return p.Containers
+}
+
+// agentArgsOn is host i's extra agent flags.
+func (p *plan) agentArgsOn(i int) []string {
+	if i-1 < len(p.PerHost) && p.PerHost[i-1].AgentArgs != nil {
+		return p.PerHost[i-1].AgentArgs
+	}
+	return p.AgentArgs
 }
 
 // layout is what placing a host needs; a running lab's State yields it too.
@@ -326,6 +361,7 @@ func (p *plan) startEtcd(ctx context.Context, st *State) error {
 		// The proxy runs in the root netns to reach the external etcd and
 		// listens inside the etcd netns.
 		args = []string{"etcd-proxy", "--netns", ns, "--listen", p.etcdIP.String() + ":2379", "--target", target}
+		st.Etcd.Args = args
 		pid, err := spawn(p.Binary, "", p.Name, "etcd-proxy", args, logPath)
 		if err != nil {
 			return err
@@ -335,6 +371,7 @@ func (p *plan) startEtcd(ctx context.Context, st *State) error {
 		st.Etcd.DataDir = filepath.Join(p.dir, "etcd")
 		args = []string{"etcd", "--name", p.Name, "--data-dir", st.Etcd.DataDir,
 			"--client-ip", p.etcdIP.String(), "--client-ip", "127.0.0.1", "--peer-ip", p.etcdIP.String()}
+		st.Etcd.Args = args
 		pid, err := spawn(p.Binary, ns, p.Name, "etcd", args, logPath)
 		if err != nil {
 			return err
@@ -351,7 +388,11 @@ func (p *plan) startEtcd(ctx context.Context, st *State) error {
 	if err := waitEtcd(wctx, cli); err != nil {
 		return fmt.Errorf("%w\n--- %s ---\n%s", err, logPath, tail(logPath, 20))
 	}
-	if _, err := cli.Put(ctx, "/coreos.com/network/config", string(p.cfgJSON)); err != nil {
+	cfgJSON := p.cfgJSON
+	if p.ConfigJSON != nil {
+		cfgJSON = p.ConfigJSON // verbatim: keep the author's extra keys
+	}
+	if _, err := cli.Put(ctx, "/coreos.com/network/config", string(cfgJSON)); err != nil {
 		return fmt.Errorf("write network config: %w", err)
 	}
 	return nil
@@ -396,6 +437,9 @@ func StartAgent(st *State, h *HostState, bin string, extra []string) error {
 		"--iface", "eth0",
 		"--subnet-file", h.SubnetFile,
 		"--healthz-ip", "0.0.0.0", "--healthz-port", strconv.Itoa(healthzPort),
+	}
+	if st.Seed != 0 {
+		args = append(args, "--subnet-seed", strconv.FormatInt(st.Seed, 10))
 	}
 	args = append(args, extra...)
 	pid, err := spawn(bin, h.Netns, st.Name, "agent-"+h.Name, args, h.AgentLog)

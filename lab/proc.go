@@ -45,7 +45,18 @@ func spawn(bin, nsName, lab, role string, args []string, logPath string) (int, e
 	pid := cmd.Process.Pid
 	// Reap it if it dies while we are still running, so liveness checks by
 	// PID do not see a zombie.
-	go func() { _ = cmd.Wait() }()
+	// Its end is recorded beside its log ("PID CODE how") for checks on an
+	// agent's exit; only while this process lives, which is how scenarios
+	// run.
+	go func() {
+		err := cmd.Wait()
+		how := "exit 0"
+		if err != nil {
+			how = err.Error()
+		}
+		line := fmt.Sprintf("%d %d %s\n", pid, cmd.ProcessState.ExitCode(), how)
+		_ = os.WriteFile(exitPath(logPath), []byte(line), 0o644)
+	}()
 	return pid, nil
 }
 

@@ -24,6 +24,10 @@ type State struct {
 	StateDir string        `json:"stateDir"`
 	Phase    string        `json:"phase"`
 	Capture  string        `json:"capture,omitempty"`
+	Seed     int64         `json:"seed,omitempty"`
+	// BackendPort and BackendVNI are the config's (after defaults).
+	BackendPort int `json:"backendPort,omitempty"`
+	BackendVNI  int `json:"backendVNI,omitempty"`
 }
 
 // EtcdState describes the lab's etcd.
@@ -33,6 +37,7 @@ type EtcdState struct {
 	PID       int      `json:"pid,omitempty"`
 	External  []string `json:"external,omitempty"` // set when proxying to an external etcd
 	DataDir   string   `json:"dataDir,omitempty"`
+	Args      []string `json:"args,omitempty"` // how to start it again
 }
 
 // UnderlayState describes the shared L2 segment.

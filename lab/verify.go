@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net/netip"
@@ -38,9 +39,9 @@ func (s *State) Encap() pcapcheck.Encap {
 	e := pcapcheck.Encap{Kind: s.Backend, Network: netip.MustParsePrefix(s.Network)}
 	switch s.Backend {
 	case "udp":
-		e.Port = 8285
+		e.Port = uint16(cmp.Or(s.BackendPort, 8285))
 	case "vxlan":
-		e.Port, e.VNI = 8472, 1
+		e.Port, e.VNI = uint16(cmp.Or(s.BackendPort, 8472)), uint32(cmp.Or(s.BackendVNI, 1))
 	}
 	return e
 }

@@ -6,15 +6,18 @@ package overlay
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/overlaylab/overlaylab/overlay/backend"
 	"github.com/overlaylab/overlaylab/overlay/backend/hostgw"
@@ -40,7 +43,10 @@ type Options struct {
 	RenewMargin   time.Duration
 	HealthzIP     string
 	HealthzPort   int // 0 disables the HTTP endpoint
-	Logger        *slog.Logger
+	// SubnetSeed, when non-zero, seeds the random choice of a free subnet
+	// (mixed with the PublicIP, so hosts differ): reproducible labs.
+	SubnetSeed int64
+	Logger     *slog.Logger
 }
 
 // Factories maps Backend.Type to its implementation.
@@ -91,9 +97,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.log.Info("using interface", "iface", ext.Iface.Name, "public_ip", ext.PublicIP)
 
-	mgr := subnet.NewManager(cli, subnet.Options{
-		Prefix: a.opts.EtcdPrefix, TTL: a.opts.LeaseTTL, RenewMargin: a.opts.RenewMargin, Logger: a.log,
-	})
+	so := subnet.Options{Prefix: a.opts.EtcdPrefix, TTL: a.opts.LeaseTTL, RenewMargin: a.opts.RenewMargin, Logger: a.log}
+	if a.opts.SubnetSeed != 0 {
+		ip := ext.PublicIP.As4()
+		so.Rand = rand.New(rand.NewPCG(uint64(a.opts.SubnetSeed), uint64(binary.BigEndian.Uint32(ip[:]))))
+	}
+	mgr := subnet.NewManager(cli, so)
 	a.mgr.Store(mgr)
 	if a.opts.HealthzPort > 0 {
 		if err := a.serveHTTP(ctx); err != nil {
@@ -118,6 +127,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// An interface MTU can be 65536 (loopback); IP packets, and so
+	// FLANNEL_MTU, stop at 65535.
+	pub.MTU = min(pub.MTU, 65535)
 
 	var prev netip.Prefix
 	if env, err := subnetenv.Read(a.opts.SubnetFile); err == nil && env.Network == cfg.Network {
@@ -224,7 +236,9 @@ func (a *Agent) Run(ctx context.Context) error {
 }
 
 func (a *Agent) etcdClient() (*clientv3.Client, error) {
-	cfg := clientv3.Config{Endpoints: a.opts.EtcdEndpoints, DialTimeout: 5 * time.Second}
+	// The client's own zap logger would interleave JSON with our text
+	// logs; its errors reach us as values and are logged there.
+	cfg := clientv3.Config{Endpoints: a.opts.EtcdEndpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()}
 	if a.opts.EtcdCAFile != "" || a.opts.EtcdCertFile != "" || a.opts.EtcdKeyFile != "" {
 		tlsCfg, err := loadTLS(a.opts.EtcdCAFile, a.opts.EtcdCertFile, a.opts.EtcdKeyFile)
 		if err != nil {
@@ -242,7 +256,7 @@ func (a *Agent) etcdClient() (*clientv3.Client, error) {
 // waitConfig polls until the config key exists and parses, logging why not.
 func (a *Agent) waitConfig(ctx context.Context, mgr *subnet.Manager) (*config.Config, error) {
 	delay := 500 * time.Millisecond
-	key := a.opts.EtcdPrefix + "/config"
+	key := mgr.ConfigKey()
 	for {
 		cfg, err := mgr.GetConfig(ctx)
 		if err == nil {

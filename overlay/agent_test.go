@@ -195,9 +195,9 @@ func TestAgentCustomPrefix(t *testing.T) {
 
 // TestAgentReadyHostGW runs the whole agent without root: the host-gw
 // backend needs no device for its own subnet, and the only peer written here
-// uses another backend type, so no route is ever installed (not even as
-// root). The agent must lease a subnet, write subnet.env, turn ready, log
-// config changes without acting on them, and reuse its subnet on restart.
+// is one it refuses, so no route is ever installed (not even as root). The
+// agent must lease a subnet, write subnet.env, turn ready, log config
+// changes without acting on them, and reuse its subnet on restart.
 func TestAgentReadyHostGW(t *testing.T) {
 	cli := etcdClient(t)
 	prefix := testPrefix(t)
@@ -253,9 +253,11 @@ func TestAgentReadyHostGW(t *testing.T) {
 		t.Errorf("lease key %s is not attached to an etcd lease", leaseKey)
 	}
 
-	// A peer of another backend type is reported and skipped.
-	etcdPut(t, cli, prefix+"/subnets/10.42.200.0-24", `{"PublicIP":"127.0.0.2","PublicIPv6":null,"BackendType":"udp","BackendData":null}`)
-	eventually(t, 10*time.Second, "the agent to refuse the udp peer", func() bool {
+	// A peer the backend cannot use is reported and skipped. It has both
+	// another backend type and no PublicIP, so that host-gw refuses it before
+	// touching the kernel's routes even when this test runs as root.
+	etcdPut(t, cli, prefix+"/subnets/10.42.200.0-24", `{"PublicIP":"","PublicIPv6":null,"BackendType":"udp","BackendData":null}`)
+	eventually(t, 10*time.Second, "the agent to refuse the peer", func() bool {
 		return strings.Contains(lb.String(), "add peer failed") && strings.Contains(lb.String(), "10.42.200.0/24")
 	})
 	if _, m, _, _ := ra.get("/metrics"); !strings.Contains(m, "\noverlaylab_peers 0\n") {
@@ -416,6 +418,11 @@ func TestUnreachableEtcd(t *testing.T) {
 	if code, _, _, _ := ra.get("/readyz"); code != 503 {
 		t.Errorf("/readyz = %d, want 503", code)
 	}
+	// Each etcd request gives up after the manager's 5 s request timeout;
+	// the failure is logged and retried.
+	eventually(t, 12*time.Second, "the agent to log the failed config read", func() bool {
+		return waitingLogged(lb.String(), defaultConfigKey, "get config")
+	})
 	if err, done := ra.exited(); done {
 		t.Fatalf("agent exited: %v", err)
 	}

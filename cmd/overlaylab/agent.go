@@ -81,6 +81,8 @@ func agentCmd() *cobra.Command {
 	f.StringVar(&o.HealthzIP, "healthz-ip", "0.0.0.0", "address for /healthz, /readyz and /metrics")
 	f.IntVar(&o.HealthzPort, "healthz-port", 0, "port for /healthz, /readyz and /metrics (0 disables)")
 	f.IntVarP(&verbose, "v", "v", 0, "log verbosity (0 info, 1+ debug)")
+	f.Int64Var(&o.SubnetSeed, "subnet-seed", 0, "seed for picking a free subnet (labs; 0 = random)")
+	_ = f.MarkHidden("subnet-seed")
 	return cmd
 }
 

@@ -159,7 +159,11 @@ func resolveTarget(st *lab.State, target string) (string, error) {
 	hostName, cName, hasC := strings.Cut(target, "/")
 	h, ok := st.Host(hostName)
 	if !ok {
-		return "", fmt.Errorf("%q: no host %q in lab %q (hosts h1..h%d, etcd, underlay)", target, hostName, st.Name, len(st.Hosts))
+		var names []string
+		for _, h := range st.Hosts {
+			names = append(names, h.Name)
+		}
+		return "", fmt.Errorf("%q: no host %q in lab %q (there are %s, etcd, underlay)", target, hostName, st.Name, strings.Join(names, ", "))
 	}
 	if !hasC {
 		return h.Netns, nil
@@ -169,7 +173,11 @@ func resolveTarget(st *lab.State, target string) (string, error) {
 			return c.Netns, nil
 		}
 	}
-	return "", fmt.Errorf("%q: host %s has no container %q", target, hostName, cName)
+	var names []string
+	for _, c := range h.Containers {
+		names = append(names, c.Name)
+	}
+	return "", fmt.Errorf("%q: host %s has no container %q (it has %s)", target, hostName, cName, strings.Join(names, ", "))
 }
 
 func etcdCmd() *cobra.Command {

@@ -54,6 +54,8 @@ func checksum(b []byte) uint16 {
 	return ^uint16(sum)
 }
 
+var broadcast = netip.AddrFrom4([4]byte{255, 255, 255, 255})
+
 // netUnreachable builds, into out, an ICMP "destination network unreachable"
 // to the sender of orig, sourced from orig's destination (a local address as
 // source would be dropped as martian when the packet re-enters through the
@@ -61,8 +63,9 @@ func checksum(b []byte) uint16 {
 // bytes as RFC 792 asks. It returns the packet length, or 0 when orig must not
 // get an ICMP error (an ICMP error itself, a fragment, a broadcast source).
 func netUnreachable(out []byte, orig []byte) int {
-	src, _, err := ipv4Addrs(orig)
-	if err != nil || !src.IsValid() || src.IsUnspecified() || src.IsMulticast() {
+	src, dst, err := ipv4Addrs(orig)
+	if err != nil || src.IsUnspecified() || src.IsMulticast() || src.IsLoopback() || src == broadcast ||
+		dst.IsMulticast() || dst == broadcast {
 		return 0
 	}
 	ihl := int(orig[0]&0x0f) * 4

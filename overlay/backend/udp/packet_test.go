@@ -78,6 +78,12 @@ func TestNetUnreachable(t *testing.T) {
 	if m := netUnreachable(make([]byte, 128), frag); m != 0 {
 		t.Error("answered a fragment")
 	}
+	// Nor a packet from a broadcast or loopback source, or to multicast.
+	for _, c := range [][2]string{{"255.255.255.255", "10.10.9.9"}, {"127.0.0.1", "10.10.9.9"}, {"10.10.1.2", "224.0.0.5"}} {
+		if m := netUnreachable(make([]byte, 128), icmpEcho(t, c[0], c[1])); m != 0 {
+			t.Errorf("answered %s -> %s", c[0], c[1])
+		}
+	}
 	// Too small an output buffer is refused, not overrun.
 	if m := netUnreachable(make([]byte, 30), orig); m != 0 {
 		t.Error("overran the buffer")
