@@ -2,6 +2,7 @@ package lab
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -139,15 +140,9 @@ var probeRun atomic.Uint32
 // sockets see every reply in the namespace, so replies are matched by our
 // echo ID and the target's address.
 func probeFrom(ctx context.Context, eps []Endpoint, i int, m *Matrix, mu *sync.Mutex, interval time.Duration) error {
-	src := eps[i]
-	var conn *icmp.PacketConn
-	err := nsutil.DoNamed(src.Netns, func() error {
-		c, err := icmp.ListenPacket("ip4:icmp", "0.0.0.0")
-		conn = c
-		return err
-	})
+	conn, err := icmpSocket(eps[i].Netns)
 	if err != nil {
-		return fmt.Errorf("icmp socket in %s: %w", src.Netns, err)
+		return err
 	}
 	defer conn.Close()
 	// A fresh ID per probe run: conntrack remembers ICMP IDs for a while, and
@@ -225,4 +220,124 @@ func probeFrom(ctx context.Context, eps []Endpoint, i int, m *Matrix, mu *sync.M
 			return nil
 		}
 	}
+}
+
+// Counts is what a probing window saw: Sent[i][j] echoes from i to j and
+// Received[i][j] replies to them.
+type Counts struct {
+	Sent, Received [][]int
+}
+
+// ProbeWindow sends one echo per selected pair every interval until ctx
+// ends and counts the replies (late replies up to one interval after the
+// end still count). pair(i, j) selects the pairs; sources need a Netns.
+func ProbeWindow(ctx context.Context, eps []Endpoint, pair func(i, j int) bool, interval time.Duration) (*Counts, error) {
+	n := len(eps)
+	c := &Counts{Sent: make([][]int, n), Received: make([][]int, n)}
+	for i := range n {
+		c.Sent[i] = make([]int, n)
+		c.Received[i] = make([]int, n)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		if eps[i].Netns == "" {
+			continue
+		}
+		var targets []int
+		for j := range n {
+			if j != i && pair(i, j) {
+				targets = append(targets, j)
+			}
+		}
+		if len(targets) == 0 {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = windowFrom(ctx, eps, i, targets, c, interval)
+		}()
+	}
+	wg.Wait()
+	return c, errors.Join(errs...)
+}
+
+func windowFrom(ctx context.Context, eps []Endpoint, i int, targets []int, c *Counts, interval time.Duration) error {
+	conn, err := icmpSocket(eps[i].Netns)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	id := int(probeRun.Add(1)*7919+uint32(os.Getpid())*31+uint32(i)) & 0xffff
+	byIP := map[netip.Addr]int{}
+	for _, j := range targets {
+		byIP[eps[j].IP] = j
+	}
+	// seq -> target, so each reply counts once.
+	pending := map[int]int{}
+	buf := make([]byte, 1500)
+	seq := 0
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	send := func() {
+		for _, j := range targets {
+			seq = (seq + 1) & 0xffff
+			pending[seq] = j
+			msg := icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: id, Seq: seq, Data: []byte("overlaylab-window")}}
+			wb, _ := msg.Marshal(nil)
+			c.Sent[i][j]++
+			_, _ = conn.WriteTo(wb, &net.IPAddr{IP: eps[j].IP.AsSlice()})
+		}
+	}
+	read := func(until time.Time) {
+		for time.Now().Before(until) {
+			_ = conn.SetReadDeadline(until)
+			k, peer, err := conn.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			rm, err := icmp.ParseMessage(1, buf[:k])
+			if err != nil || rm.Type != ipv4.ICMPTypeEchoReply {
+				continue
+			}
+			echo, ok := rm.Body.(*icmp.Echo)
+			if !ok || echo.ID != id {
+				continue
+			}
+			ip, _ := netip.AddrFromSlice(peer.(*net.IPAddr).IP)
+			j, ok := pending[echo.Seq]
+			if !ok || byIP[ip.Unmap()] != j {
+				continue
+			}
+			delete(pending, echo.Seq)
+			c.Received[i][j]++
+		}
+	}
+	send()
+	for {
+		select {
+		case <-ctx.Done():
+			read(time.Now().Add(interval))
+			return nil
+		case <-tick.C:
+			send()
+		default:
+			read(time.Now().Add(interval / 4))
+		}
+	}
+}
+
+// icmpSocket opens a raw ICMP socket inside a namespace.
+func icmpSocket(ns string) (*icmp.PacketConn, error) {
+	var conn *icmp.PacketConn
+	err := nsutil.DoNamed(ns, func() error {
+		c, err := icmp.ListenPacket("ip4:icmp", "0.0.0.0")
+		conn = c
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("icmp socket in %s: %w", ns, err)
+	}
+	return conn, nil
 }

@@ -54,7 +54,12 @@ func spawn(bin, nsName, lab, role string, args []string, logPath string) (int, e
 		if err != nil {
 			how = err.Error()
 		}
-		line := fmt.Sprintf("%d %d %s\n", pid, cmd.ProcessState.ExitCode(), how)
+		// The code as a shell reports it: 128+N for a death by signal N.
+		code := cmd.ProcessState.ExitCode()
+		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			code = 128 + int(ws.Signal())
+		}
+		line := fmt.Sprintf("%d %d %s\n", pid, code, how)
 		_ = os.WriteFile(exitPath(logPath), []byte(line), 0o644)
 	}()
 	return pid, nil
