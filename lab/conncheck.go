@@ -222,6 +222,9 @@ func probeFrom(ctx context.Context, eps []Endpoint, i int, m *Matrix, mu *sync.M
 	}
 }
 
+// replyTimeout is how long a probe waits for its reply.
+const replyTimeout = time.Second
+
 // Counts is what a probing window saw: Sent[i][j] echoes from i to j and
 // Received[i][j] replies to them.
 type Counts struct {
@@ -274,8 +277,14 @@ func windowFrom(ctx context.Context, eps []Endpoint, i int, targets []int, c *Co
 	for _, j := range targets {
 		byIP[eps[j].IP] = j
 	}
-	// seq -> target, so each reply counts once.
-	pending := map[int]int{}
+	// seq -> probe, so each reply counts once, and only if it came back
+	// within replyTimeout (a reply to a probe that sat in a queue through an
+	// outage is not an answer, as with ping -W).
+	type probe struct {
+		to   int
+		sent time.Time
+	}
+	pending := map[int]probe{}
 	buf := make([]byte, 1500)
 	seq := 0
 	tick := time.NewTicker(interval)
@@ -283,7 +292,7 @@ func windowFrom(ctx context.Context, eps []Endpoint, i int, targets []int, c *Co
 	send := func() {
 		for _, j := range targets {
 			seq = (seq + 1) & 0xffff
-			pending[seq] = j
+			pending[seq] = probe{to: j, sent: time.Now()}
 			msg := icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: id, Seq: seq, Data: []byte("overlaylab-window")}}
 			wb, _ := msg.Marshal(nil)
 			c.Sent[i][j]++
@@ -306,12 +315,14 @@ func windowFrom(ctx context.Context, eps []Endpoint, i int, targets []int, c *Co
 				continue
 			}
 			ip, _ := netip.AddrFromSlice(peer.(*net.IPAddr).IP)
-			j, ok := pending[echo.Seq]
-			if !ok || byIP[ip.Unmap()] != j {
+			p, ok := pending[echo.Seq]
+			if from, known := byIP[ip.Unmap()]; !ok || !known || from != p.to {
 				continue
 			}
 			delete(pending, echo.Seq)
-			c.Received[i][j]++
+			if time.Since(p.sent) <= replyTimeout {
+				c.Received[i][p.to]++
+			}
 		}
 	}
 	send()

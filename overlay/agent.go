@@ -46,6 +46,8 @@ type Options struct {
 	// SubnetSeed, when non-zero, seeds the random choice of a free subnet
 	// (mixed with the PublicIP, so hosts differ): reproducible labs.
 	SubnetSeed int64
+	// UDPMode is the udp backend's datapath: "fast" or "simple".
+	UDPMode string
 	Logger     *slog.Logger
 }
 
@@ -118,7 +120,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if !ok {
 		return fmt.Errorf("config: Backend.Type %q is not built into this agent", cfg.Backend.Type)
 	}
-	be, err := factory(cfg, ext, &a.metrics)
+	be, err := factory(cfg, ext, &a.metrics, backend.Options{UDPMode: a.opts.UDPMode})
 	if err != nil {
 		return err
 	}

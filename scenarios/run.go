@@ -480,7 +480,7 @@ func (r *runner) expect(ctx context.Context, e *Expectation) ExpectResult {
 	var msg string
 	switch e.Kind {
 	case KindPing:
-		pass, msg, res.Matrix = r.checkPing(ctx, e, end)
+		pass, msg, res.Matrix, res.Pcap = r.checkPing(ctx, e, end)
 	case KindEncap:
 		pass, msg, res.Pcap = r.checkEncap(ctx, e, end)
 	case KindLease, KindRoute, KindAgent:
@@ -690,12 +690,12 @@ func pingPairs(st *lab.State, c *PingCheck) ([]lab.Endpoint, func(i, j int) bool
 
 // checkPing probes the selected pairs. Point checks retry until within;
 // windows probe continuously until their end.
-func (r *runner) checkPing(ctx context.Context, e *Expectation, end <-chan struct{}) (bool, string, *MatrixResult) {
+func (r *runner) checkPing(ctx context.Context, e *Expectation, end <-chan struct{}) (bool, string, *MatrixResult, string) {
 	c := e.Ping
 	st := r.snapshot()
 	eps, pair := pingPairs(st, c)
 	if len(eps) < 2 {
-		return false, "the selectors pick fewer than two containers", nil
+		return false, "the selectors pick fewer than two containers", nil, ""
 	}
 	capt, pcapPath := r.startCapture(ctx, st, e.Name)
 	defer func() {
@@ -744,7 +744,7 @@ func (r *runner) checkPing(ctx context.Context, e *Expectation, end <-chan struc
 		msg = err.Error() + "\n" + msg
 		pass = false
 	}
-	return pass, msg + "\n" + m.text(), m
+	return pass, msg + "\n" + m.text(), m, pcapPath
 }
 
 // startCapture captures on the underlay bridge for the length of a check;

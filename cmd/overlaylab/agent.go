@@ -83,6 +83,7 @@ func agentCmd() *cobra.Command {
 	f.IntVarP(&verbose, "v", "v", 0, "log verbosity (0 info, 1+ debug)")
 	f.Int64Var(&o.SubnetSeed, "subnet-seed", 0, "seed for picking a free subnet (labs; 0 = random)")
 	_ = f.MarkHidden("subnet-seed")
+	f.StringVar(&o.UDPMode, "udp-mode", "simple", "udp backend datapath: simple (one packet per syscall)")
 	return cmd
 }
 

@@ -48,5 +48,14 @@ type Backend interface {
 	Close() error
 }
 
+// Options are per-agent datapath settings that are not part of the shared
+// network config.
+type Options struct {
+	// UDPMode selects the udp backend's datapath: "fast" (batched, with
+	// offloads; the default) or "simple" (one packet per syscall, the
+	// reference).
+	UDPMode string
+}
+
 // Factory makes a backend for a network config.
-type Factory func(cfg *config.Config, ext External, m *Metrics) (Backend, error)
+type Factory func(cfg *config.Config, ext External, m *Metrics, o Options) (Backend, error)

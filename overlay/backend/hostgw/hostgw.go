@@ -36,7 +36,7 @@ type HostGW struct {
 }
 
 // New is the backend.Factory for "host-gw".
-func New(cfg *config.Config, ext backend.External, _ *backend.Metrics) (backend.Backend, error) {
+func New(cfg *config.Config, ext backend.External, _ *backend.Metrics, _ backend.Options) (backend.Backend, error) {
 	return &HostGW{cfg: cfg, ext: ext, log: slog.Default().With("backend", "host-gw"), routes: map[netip.Prefix]*netlink.Route{}}, nil
 }
 

@@ -75,7 +75,12 @@ type UDP struct {
 }
 
 // New is the backend.Factory for "udp".
-func New(cfg *config.Config, ext backend.External, m *backend.Metrics) (backend.Backend, error) {
+func New(cfg *config.Config, ext backend.External, m *backend.Metrics, o backend.Options) (backend.Backend, error) {
+	switch o.UDPMode {
+	case "", "simple":
+	default:
+		return nil, fmt.Errorf("--udp-mode %q: use simple", o.UDPMode)
+	}
 	if cfg.Backend.Port <= 0 || cfg.Backend.Port > 65535 {
 		return nil, fmt.Errorf("udp backend: Port %d: must be 1..65535", cfg.Backend.Port)
 	}

@@ -59,7 +59,7 @@ type VXLAN struct {
 }
 
 // New is the backend.Factory for "vxlan".
-func New(cfg *config.Config, ext backend.External, _ *backend.Metrics) (backend.Backend, error) {
+func New(cfg *config.Config, ext backend.External, _ *backend.Metrics, _ backend.Options) (backend.Backend, error) {
 	if cfg.Backend.VNI < 1 || cfg.Backend.VNI > 1<<24-1 {
 		return nil, fmt.Errorf("vxlan backend: VNI %d: must be 1..16777215", cfg.Backend.VNI)
 	}

@@ -1,0 +1,94 @@
+package e2e
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/overlaylab/overlaylab/scenarios"
+)
+
+func repoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Dir(filepath.Dir(file))
+}
+
+// Every scenario of the library runs as its own spec, so CI reports each by
+// name.
+var _ = Describe("scenario library", func() {
+	files, _ := filepath.Glob(filepath.Join(repoRoot(), "scenarios", "library", "*.yaml"))
+	It("has at least 8 scenarios", func() {
+		Expect(len(files)).To(BeNumerically(">=", 8))
+	})
+	for _, f := range files {
+		name := strings.TrimSuffix(filepath.Base(f), ".yaml")
+		It(name, func() {
+			out := filepath.Join(GinkgoT().TempDir(), name)
+			r := run("run", f, "--out", out, "--state-dir", stateRoot)
+			Expect(r.code).To(Equal(0), r.String())
+			Expect(r.stdout).To(ContainSubstring("PASSED " + name))
+			var res scenarios.Result
+			data, err := os.ReadFile(filepath.Join(out, "result.json"))
+			Expect(err).NotTo(HaveOccurred())
+			Expect(json.Unmarshal(data, &res)).To(Succeed())
+			Expect(res.Passed).To(BeTrue())
+			Expect(res.Expectations).NotTo(BeEmpty())
+			for _, p := range []string{"junit.xml", "report.html"} {
+				Expect(filepath.Join(out, p)).To(BeARegularFile())
+			}
+		})
+	}
+})
+
+var _ = Describe("a scenario written to fail", func() {
+	It("fails with a clear matrix and leaves the pcap and the HTML report", func() {
+		out := filepath.Join(GinkgoT().TempDir(), "out")
+		r := run("run", filepath.Join(repoRoot(), "e2e", "testdata", "link-down-expects-all.yaml"), "--out", out, "--state-dir", stateRoot)
+		Expect(r.code).To(Equal(1), r.String())
+		Expect(r.stdout).To(ContainSubstring("FAILED link-down-expects-all"))
+		Expect(r.stdout).To(ContainSubstring("✗ expect all-across-link-down"))
+		var res scenarios.Result
+		data, err := os.ReadFile(filepath.Join(out, "result.json"))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(json.Unmarshal(data, &res)).To(Succeed())
+		Expect(res.Passed).To(BeFalse())
+		Expect(res.Expectations).To(HaveLen(1))
+		e := res.Expectations[0]
+		Expect(e.Passed).To(BeFalse())
+		Expect(e.Matrix).NotTo(BeNil())
+		bad := 0
+		for _, row := range e.Matrix.Bad {
+			for _, b := range row {
+				if b {
+					bad++
+				}
+			}
+		}
+		Expect(bad).To(Equal(2), "both directions across the downed link should be marked bad:\n%s", e.Message)
+		Expect(e.Message).To(ContainSubstring("from\\to"))
+		Expect(e.Pcap).NotTo(BeEmpty())
+		Expect(filepath.Join(out, e.Pcap)).To(BeARegularFile())
+		html, err := os.ReadFile(filepath.Join(out, "report.html"))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(string(html)).To(ContainSubstring("FAILED"))
+		Expect(strings.Count(string(html), `class="cell-bad"`)).To(Equal(2))
+		Expect(filepath.Join(out, "dumps", "h1.txt")).To(BeARegularFile())
+		Expect(netnsWithPrefix("ol-mustfl-")).To(BeEmpty(), "the failed run left its lab behind")
+	})
+})
+
+var _ = Describe("overlaylab validate", func() {
+	It("reports every error as file:line:column", func() {
+		f := filepath.Join(repoRoot(), "e2e", "testdata", "broken.yaml")
+		r := run("validate", f)
+		Expect(r.code).To(Equal(1))
+		Expect(r.stderr).To(ContainSubstring(f + ":4:12: "))
+		Expect(r.stderr).To(ContainSubstring(f + ":10:11: "))
+		Expect(r.stderr).To(ContainSubstring(`unknown host "h9"`))
+	})
+})
