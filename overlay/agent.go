@@ -48,7 +48,7 @@ type Options struct {
 	SubnetSeed int64
 	// UDPMode is the udp backend's datapath: "fast" or "simple".
 	UDPMode string
-	Logger     *slog.Logger
+	Logger  *slog.Logger
 }
 
 // Factories maps Backend.Type to its implementation.
