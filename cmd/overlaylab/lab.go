@@ -47,6 +47,7 @@ func upCmd() *cobra.Command {
 	f.StringVar(&s.StateRoot, "state-dir", lab.DefaultStateRoot, "where labs keep their state")
 	f.BoolVar(&s.Verify, "verify", true, "run the ping matrix and the wire check")
 	f.StringArrayVar(&s.AgentArgs, "agent-arg", nil, "extra flag for every agent (repeatable)")
+	f.Int64Var(&s.Seed, "seed", 0, "seed the agents' subnet choice: the same seed gives the same subnets (0 = random)")
 	return cmd
 }
 

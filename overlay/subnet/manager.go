@@ -382,10 +382,19 @@ func (m *Manager) pickSubnet(cfg *config.Config, taken []netip.Prefix, prev neti
 		return netip.Prefix{}, fmt.Errorf("%w in range %s..%s (all %d leased)",
 			ErrNoFreeSubnet, cfg.NthSubnet(0), cfg.NthSubnet(count-1), count)
 	}
+	// Draw over the whole range and probe forward to the next free subnet,
+	// rather than drawing among the free ones: a seeded agent then gets the
+	// same subnet whatever the others took before it (unless they took
+	// exactly its pick), which keeps seeded labs reproducible.
 	m.randMu.Lock()
-	k := m.rand.IntN(free)
+	k := m.rand.IntN(count)
 	m.randMu.Unlock()
-	return cfg.NthSubnet(used.nthFree(k)), nil
+	for n := range count {
+		if i := (k + n) % count; !used.contains(i) {
+			return cfg.NthSubnet(i), nil
+		}
+	}
+	return cfg.NthSubnet(used.nthFree(0)), nil
 }
 
 // intervals is a sorted, merged list of closed index ranges.
