@@ -249,6 +249,7 @@ func (p *plan) build(ctx context.Context, st *State, pr *progress) error {
 		return err
 	}
 	// Hosts.
+	crashPoint("after-etcd")
 	pr.phase("hosts")
 	st.Hosts = make([]HostState, p.Hosts)
 	g, _ := errgroup.WithContext(ctx)
@@ -256,7 +257,13 @@ func (p *plan) build(ctx context.Context, st *State, pr *progress) error {
 	for i := 1; i <= p.Hosts; i++ {
 		h := &st.Hosts[i-1]
 		*h = p.layout().newHost(p.dir, i)
-		g.Go(func() error { return p.layout().buildHost(i, h) })
+		g.Go(func() error {
+			err := p.layout().buildHost(i, h)
+			if i == 1 {
+				crashPoint("mid-hosts")
+			}
+			return err
+		})
 	}
 	if err := g.Wait(); err != nil {
 		return err
@@ -269,6 +276,9 @@ func (p *plan) build(ctx context.Context, st *State, pr *progress) error {
 	for i := range st.Hosts {
 		if err := StartAgent(st, &st.Hosts[i], p.Binary, p.agentArgsOn(i+1)); err != nil {
 			return err
+		}
+		if i == 0 {
+			crashPoint("mid-agents")
 		}
 	}
 	if err := st.Save(); err != nil {
@@ -283,7 +293,13 @@ func (p *plan) build(ctx context.Context, st *State, pr *progress) error {
 	g.SetLimit(8)
 	for i := range st.Hosts {
 		h := &st.Hosts[i]
-		g.Go(func() error { return p.layout().buildContainers(i+1, p.containersOn(i+1), h) })
+		g.Go(func() error {
+			err := p.layout().buildContainers(i+1, p.containersOn(i+1), h)
+			if i == 0 {
+				crashPoint("mid-containers")
+			}
+			return err
+		})
 	}
 	if err := g.Wait(); err != nil {
 		return err
@@ -305,6 +321,18 @@ func (p *plan) agentArgsOn(i int) []string {
 		return p.PerHost[i-1].AgentArgs
 	}
 	return p.AgentArgs
+}
+
+// EnvCrashAt names a build phase at which `up` kills itself with SIGKILL
+// (after-etcd, mid-hosts, mid-agents, mid-containers). It exists so tests
+// can prove that a crash at any point leaves nothing `down --all` misses.
+const EnvCrashAt = "OVERLAYLAB_CRASH_AT"
+
+func crashPoint(name string) {
+	if os.Getenv(EnvCrashAt) == name {
+		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		select {} // the signal is on its way
+	}
 }
 
 // layout is what placing a host needs; a running lab's State yields it too.
