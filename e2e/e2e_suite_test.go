@@ -127,7 +127,7 @@ func rootLinks() string {
 
 // etcdKeys reads the lab's keys under /coreos.com/network.
 func etcdKeys(st *lab.State) map[string]string {
-	cli, err := lab.Client(st.Etcd.Endpoints, st.Etcd.Netns)
+	cli, err := st.EtcdClient()
 	if err != nil {
 		return map[string]string{"error": err.Error()}
 	}

@@ -169,7 +169,7 @@ func putConfig(st *lab.State, value string) {
 
 // putKey writes one key of the lab's etcd.
 func putKey(st *lab.State, key, value string) {
-	cli, err := lab.Client(st.Etcd.Endpoints, st.Etcd.Netns)
+	cli, err := st.EtcdClient()
 	ExpectWithOffset(1, err).NotTo(HaveOccurred())
 	defer cli.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

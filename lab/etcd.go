@@ -2,6 +2,7 @@ package lab
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"google.golang.org/grpc"
@@ -27,6 +29,9 @@ type EtcdOptions struct {
 	DataDir   string
 	ClientIPs []string // addresses to serve clients on (port 2379)
 	PeerIP    string   // address for the peer URL (port 2380)
+	// With CertFile, KeyFile and TrustedCAFile set, clients are served over
+	// TLS and must present a certificate signed by the CA.
+	CertFile, KeyFile, TrustedCAFile string
 }
 
 // RunEtcd runs one embedded etcd member until SIGTERM/SIGINT. It is the body
@@ -37,9 +42,14 @@ func RunEtcd(o EtcdOptions) error {
 	cfg.Dir = o.DataDir
 	cfg.LogLevel = "warn"
 	cfg.LogOutputs = []string{"stderr"}
+	scheme := "http"
+	if o.CertFile != "" {
+		scheme = "https"
+		cfg.ClientTLSInfo = transport.TLSInfo{CertFile: o.CertFile, KeyFile: o.KeyFile, TrustedCAFile: o.TrustedCAFile, ClientCertAuth: true}
+	}
 	var lc, ac []url.URL
 	for _, ip := range o.ClientIPs {
-		u := url.URL{Scheme: "http", Host: net.JoinHostPort(ip, "2379")}
+		u := url.URL{Scheme: scheme, Host: net.JoinHostPort(ip, "2379")}
 		lc = append(lc, u)
 		ac = append(ac, u)
 	}
@@ -74,11 +84,21 @@ func RunEtcd(o EtcdOptions) error {
 	}
 }
 
+// EtcdClient connects the controller to a lab's etcd, from inside the etcd
+// namespace (the controller lives in the root netns, the lab's etcd on the
+// underlay), with the lab's client certificate when etcd serves TLS.
+func (s *State) EtcdClient() (*clientv3.Client, error) {
+	t, err := s.ClientTLS()
+	if err != nil {
+		return nil, fmt.Errorf("lab %q etcd TLS: %w", s.Name, err)
+	}
+	return Client(s.Etcd.Endpoints, s.Etcd.Netns, t)
+}
+
 // Client connects to etcd endpoints; when nsName is set, connections are
-// made from inside that namespace (the controller lives in the root netns,
-// the lab's etcd on the underlay).
-func Client(endpoints []string, nsName string) (*clientv3.Client, error) {
-	cfg := clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: nopZap()}
+// made from inside that namespace.
+func Client(endpoints []string, nsName string, tlsCfg *tls.Config) (*clientv3.Client, error) {
+	cfg := clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: nopZap(), TLS: tlsCfg}
 	if nsName != "" {
 		dial := nsutil.DialContext(nsName)
 		cfg.DialOptions = []grpc.DialOption{grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {

@@ -296,7 +296,7 @@ func StartEtcd(ctx context.Context, st *State, bin string) error {
 	if err := st.Save(); err != nil {
 		return err
 	}
-	cli, err := Client(st.Etcd.Endpoints, st.Etcd.Netns)
+	cli, err := st.EtcdClient()
 	if err != nil {
 		return err
 	}
@@ -311,7 +311,7 @@ func StartEtcd(ctx context.Context, st *State, bin string) error {
 
 // PutConfig writes the network config key verbatim.
 func PutConfig(ctx context.Context, st *State, value string) error {
-	cli, err := Client(st.Etcd.Endpoints, st.Etcd.Netns)
+	cli, err := st.EtcdClient()
 	if err != nil {
 		return err
 	}

@@ -137,7 +137,7 @@ func DeleteLease(ctx context.Context, st *State, sub string) error {
 	if err != nil {
 		return fmt.Errorf("subnet %q: %w", sub, err)
 	}
-	cli, err := Client(st.Etcd.Endpoints, st.Etcd.Netns)
+	cli, err := st.EtcdClient()
 	if err != nil {
 		return err
 	}

@@ -114,7 +114,7 @@ func Dump(ns string) string {
 
 // DumpEtcd lists every key under /coreos.com/network with its lease TTL.
 func DumpEtcd(st *State) string {
-	cli, err := Client(st.Etcd.Endpoints, st.Etcd.Netns)
+	cli, err := st.EtcdClient()
 	if err != nil {
 		return err.Error()
 	}
@@ -140,7 +140,7 @@ func DumpEtcd(st *State) string {
 
 // LeaseOf returns the subnet leased to publicIP in the lab's etcd, or "".
 func LeaseOf(ctx context.Context, st *State, publicIP string) (string, error) {
-	cli, err := Client(st.Etcd.Endpoints, st.Etcd.Netns)
+	cli, err := st.EtcdClient()
 	if err != nil {
 		return "", err
 	}

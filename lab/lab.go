@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -48,6 +49,9 @@ type Spec struct {
 	// of the one built from Network, SubnetLen and Backend (it is still
 	// parsed and checked).
 	ConfigJSON []byte
+	// EtcdTLS makes the embedded etcd serve clients over TLS with client
+	// certificate auth; the lab generates a CA and certificates.
+	EtcdTLS bool
 	// Seed, when non-zero, makes each agent pick its subnet with a random
 	// source seeded from Seed and its address: same seed, same subnets.
 	Seed   int64
@@ -131,6 +135,9 @@ func (s Spec) Check() (*plan, error) {
 			return nil, fmt.Errorf("host h%d: %d containers: must be 0..250", i+1, n)
 		}
 	}
+	if s.EtcdTLS && len(s.EtcdEndpoints) > 0 {
+		return nil, errors.New("--etcd-tls applies to the embedded etcd; for an external one, pass its certificates to the agents with --agent-arg")
+	}
 	p.netCfg = cfg
 	p.cfgJSON, err = cfg.Marshal()
 	if err != nil {
@@ -202,7 +209,7 @@ func Up(ctx context.Context, s Spec) (*State, error) {
 		Name: s.Name, Backend: p.netCfg.Backend.Type, Network: p.netCfg.Network.String(), StateDir: p.dir, Phase: "building", Seed: s.Seed,
 		BackendPort: p.netCfg.Backend.Port, BackendVNI: p.netCfg.Backend.VNI,
 		Underlay: UnderlayState{Netns: p.names.UnderlayNS(), Bridge: p.names.Bridge(), CIDR: p.underlay.String(), MTU: s.UnderlayMTU},
-		Etcd:     EtcdState{Netns: p.names.EtcdNS(), Endpoints: []string{"http://" + p.etcdIP.String() + ":2379"}, External: s.EtcdEndpoints},
+		Etcd:     EtcdState{Netns: p.names.EtcdNS(), Endpoints: []string{p.etcdScheme() + "://" + p.etcdIP.String() + ":2379"}, External: s.EtcdEndpoints},
 	}
 	if err := st.Save(); err != nil {
 		return nil, err
@@ -365,6 +372,13 @@ func (l layout) newHost(dir string, i int) HostState {
 	}
 }
 
+func (p *plan) etcdScheme() string {
+	if p.EtcdTLS {
+		return "https"
+	}
+	return "http"
+}
+
 func (p *plan) startEtcd(ctx context.Context, st *State) error {
 	ns := p.names.EtcdNS()
 	if err := topo.CreateNS(ns); err != nil {
@@ -399,6 +413,14 @@ func (p *plan) startEtcd(ctx context.Context, st *State) error {
 		st.Etcd.DataDir = filepath.Join(p.dir, "etcd")
 		args = []string{"etcd", "--name", p.Name, "--data-dir", st.Etcd.DataDir,
 			"--client-ip", p.etcdIP.String(), "--client-ip", "127.0.0.1", "--peer-ip", p.etcdIP.String()}
+		if p.EtcdTLS {
+			f, err := generateTLS(filepath.Join(p.dir, "tls"), []net.IP{p.etcdIP.AsSlice(), net.IPv4(127, 0, 0, 1)})
+			if err != nil {
+				return fmt.Errorf("etcd TLS: %w", err)
+			}
+			st.Etcd.TLS = f
+			args = append(args, "--cert-file", f.ServerCert, "--key-file", f.ServerKey, "--trusted-ca-file", f.CA)
+		}
 		st.Etcd.Args = args
 		pid, err := spawn(p.Binary, ns, p.Name, "etcd", args, logPath)
 		if err != nil {
@@ -406,7 +428,7 @@ func (p *plan) startEtcd(ctx context.Context, st *State) error {
 		}
 		st.Etcd.PID = pid
 	}
-	cli, err := Client(st.Etcd.Endpoints, ns)
+	cli, err := st.EtcdClient()
 	if err != nil {
 		return err
 	}
@@ -468,6 +490,9 @@ func StartAgent(st *State, h *HostState, bin string, extra []string) error {
 	}
 	if st.Seed != 0 {
 		args = append(args, "--subnet-seed", strconv.FormatInt(st.Seed, 10))
+	}
+	if t := st.Etcd.TLS; t != nil {
+		args = append(args, "--etcd-cafile", t.CA, "--etcd-certfile", t.ClientCert, "--etcd-keyfile", t.ClientKey)
 	}
 	args = append(args, extra...)
 	pid, err := spawn(bin, h.Netns, st.Name, "agent-"+h.Name, args, h.AgentLog)

@@ -37,7 +37,8 @@ type EtcdState struct {
 	PID       int      `json:"pid,omitempty"`
 	External  []string `json:"external,omitempty"` // set when proxying to an external etcd
 	DataDir   string   `json:"dataDir,omitempty"`
-	Args      []string `json:"args,omitempty"` // how to start it again
+	Args      []string  `json:"args,omitempty"` // how to start it again
+	TLS       *TLSFiles `json:"tls,omitempty"`  // set when etcd serves client TLS
 }
 
 // UnderlayState describes the shared L2 segment.
