@@ -32,11 +32,11 @@ type State struct {
 
 // EtcdState describes the lab's etcd.
 type EtcdState struct {
-	Endpoints []string `json:"endpoints"`
-	Netns     string   `json:"netns"`
-	PID       int      `json:"pid,omitempty"`
-	External  []string `json:"external,omitempty"` // set when proxying to an external etcd
-	DataDir   string   `json:"dataDir,omitempty"`
+	Endpoints []string  `json:"endpoints"`
+	Netns     string    `json:"netns"`
+	PID       int       `json:"pid,omitempty"`
+	External  []string  `json:"external,omitempty"` // set when proxying to an external etcd
+	DataDir   string    `json:"dataDir,omitempty"`
 	Args      []string  `json:"args,omitempty"` // how to start it again
 	TLS       *TLSFiles `json:"tls,omitempty"`  // set when etcd serves client TLS
 }
