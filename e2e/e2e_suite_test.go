@@ -179,3 +179,6 @@ func gone(pid int) bool {
 	i := bytes.LastIndexByte(stat, ')')
 	return i > 0 && i+2 < len(stat) && stat[i+2] == 'Z'
 }
+
+// syscallAlive reports whether pid runs (and is not a zombie).
+func syscallAlive(pid int) bool { return !gone(pid) }

@@ -53,9 +53,10 @@ type VXLAN struct {
 
 	// mu guards own and peers: the agent's goroutine adds and removes
 	// peers while Run may rebuild a deleted device from them.
-	mu    sync.Mutex
-	own   subnet.Lease
-	peers map[netip.Prefix]peer
+	mu     sync.Mutex
+	own    subnet.Lease
+	peers  map[netip.Prefix]peer
+	filter *peerFilter
 }
 
 // New is the backend.Factory for "vxlan".
@@ -88,6 +89,11 @@ func (v *VXLAN) Prepare(ctx context.Context) (backend.Published, error) {
 		v.mtu = v.ext.Iface.MTU - overhead
 	}
 	v.mac = vtepMAC(v.ext.PublicIP)
+	f, err := newPeerFilter(v.cfg.Backend.Port)
+	if err != nil {
+		return backend.Published{}, err
+	}
+	v.filter = f
 	if err := v.ensureDevice(); err != nil {
 		return backend.Published{}, err
 	}
@@ -211,13 +217,20 @@ func (v *VXLAN) AddPeer(ctx context.Context, l subnet.Lease) error {
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if old, ok := v.peers[p.subnet]; ok && (old.mac.String() != p.mac.String() || old.publicIP != p.publicIP) {
-		v.removeLocked(old)
+	old, had := v.peers[p.subnet]
+	if had && (old.mac.String() != p.mac.String() || old.publicIP != p.publicIP) {
+		_ = v.removeLocked(old)
 	}
 	if err := v.programLocked(p); err != nil {
 		return err
 	}
 	v.peers[p.subnet] = p
+	if err := v.filter.add(p.publicIP); err != nil {
+		return err
+	}
+	if had && old.publicIP != p.publicIP && !v.admittedLocked(old.publicIP) {
+		return v.filter.remove(old.publicIP)
+	}
 	return nil
 }
 
@@ -265,7 +278,21 @@ func (v *VXLAN) RemovePeer(ctx context.Context, l subnet.Lease) error {
 		return nil
 	}
 	delete(v.peers, l.Subnet)
-	return v.removeLocked(p)
+	err := v.removeLocked(p)
+	if !v.admittedLocked(p.publicIP) {
+		err = errors.Join(err, v.filter.remove(p.publicIP))
+	}
+	return err
+}
+
+// admittedLocked reports whether another peer still uses ip.
+func (v *VXLAN) admittedLocked(ip netip.Addr) bool {
+	for _, q := range v.peers {
+		if q.publicIP == ip {
+			return true
+		}
+	}
+	return false
 }
 
 func (v *VXLAN) removeLocked(p peer) error {
@@ -359,5 +386,6 @@ func (v *VXLAN) rebuild() {
 }
 
 // Close leaves the device in place, as flannel does: a restarted agent
-// adopts it and traffic to existing peers never stops.
+// adopts it and traffic to existing peers never stops. The admission filter
+// stays too, so the port is never open to everyone.
 func (v *VXLAN) Close() error { return nil }

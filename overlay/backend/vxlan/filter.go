@@ -1,0 +1,93 @@
+package vxlan
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+)
+
+// filterTable holds the admission rule for the VXLAN port: only current
+// peers' PublicIPs may send to it. The kernel decapsulates whatever reaches
+// the port, so without this anyone on the underlay could inject frames
+// into the overlay.
+const filterTable = "overlaylab-vxlan"
+
+// peerFilter keeps the nftables set of admitted peers in step with the
+// leases.
+type peerFilter struct {
+	conn *nftables.Conn
+	set  *nftables.Set
+}
+
+// newPeerFilter (re)creates the table with an empty set and the rule
+//
+//	udp dport <port> ip saddr != @peers drop
+//
+// A table left by an earlier run is replaced, so the set never holds
+// addresses of peers that left while the agent was down.
+func newPeerFilter(port int) (*peerFilter, error) {
+	c, err := nftables.New()
+	if err != nil {
+		return nil, fmt.Errorf("vxlan filter: nftables: %w", err)
+	}
+	if tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet); err == nil {
+		for _, t := range tables {
+			if t.Name == filterTable {
+				c.DelTable(t)
+			}
+		}
+	}
+	t := c.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: filterTable})
+	set := &nftables.Set{Table: t, Name: "peers", KeyType: nftables.TypeIPAddr}
+	if err := c.AddSet(set, nil); err != nil {
+		return nil, fmt.Errorf("vxlan filter: set: %w", err)
+	}
+	ch := c.AddChain(&nftables.Chain{
+		Name: "input", Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter,
+	})
+	p := make([]byte, 2)
+	binary.BigEndian.PutUint16(p, uint16(port))
+	c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: p},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+		&expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID, Invert: true},
+		&expr.Counter{},
+		&expr.Verdict{Kind: expr.VerdictDrop},
+	}})
+	if err := c.Flush(); err != nil {
+		return nil, fmt.Errorf("vxlan filter: install: %w", err)
+	}
+	return &peerFilter{conn: c, set: set}, nil
+}
+
+func (f *peerFilter) add(ip netip.Addr) error {
+	a := ip.As4()
+	if err := f.conn.SetAddElements(f.set, []nftables.SetElement{{Key: a[:]}}); err != nil {
+		return err
+	}
+	if err := f.conn.Flush(); err != nil {
+		return fmt.Errorf("vxlan filter: admit %s: %w", ip, err)
+	}
+	return nil
+}
+
+func (f *peerFilter) remove(ip netip.Addr) error {
+	a := ip.As4()
+	if err := f.conn.SetDeleteElements(f.set, []nftables.SetElement{{Key: a[:]}}); err != nil {
+		return err
+	}
+	if err := f.conn.Flush(); err != nil {
+		return fmt.Errorf("vxlan filter: forget %s: %w", ip, err)
+	}
+	return nil
+}
