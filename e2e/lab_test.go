@@ -252,7 +252,10 @@ func labSpecs(backend, name string) {
 
 		It("goes down completely and idempotently", func() {
 			st := status(name)
-			pids := []int{st.Etcd.PID}
+			var pids []int
+			for _, m := range st.Etcd.Members {
+				pids = append(pids, m.PID)
+			}
 			for _, h := range st.Hosts {
 				pids = append(pids, h.AgentPID)
 			}

@@ -32,6 +32,8 @@ type EtcdOptions struct {
 	// With CertFile, KeyFile and TrustedCAFile set, clients are served over
 	// TLS and must present a certificate signed by the CA.
 	CertFile, KeyFile, TrustedCAFile string
+	// InitialCluster lists every member as name=peerURL (empty: just this one).
+	InitialCluster string
 }
 
 // RunEtcd runs one embedded etcd member until SIGTERM/SIGINT. It is the body
@@ -57,6 +59,9 @@ func RunEtcd(o EtcdOptions) error {
 	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = lc, ac
 	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{peer}, []url.URL{peer}
 	cfg.InitialCluster = o.Name + "=" + peer.String()
+	if o.InitialCluster != "" {
+		cfg.InitialCluster = o.InitialCluster
+	}
 	// Keep history bounded on long runs; watchers resume after compaction.
 	cfg.AutoCompactionMode = "periodic"
 	cfg.AutoCompactionRetention = "1h"

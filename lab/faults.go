@@ -266,35 +266,64 @@ func SetRate(st *State, host string, bps uint64) error {
 	return apply(st.Underlay.Netns, topo.Names{Lab: st.Name}.HostPort(i))
 }
 
-// StopEtcd kills the lab's etcd with SIGKILL, as a crash would.
-func StopEtcd(st *State) error {
-	if !alive(st.Etcd.PID, st.Name) {
-		return fmt.Errorf("etcd of lab %q (pid %d) is not running", st.Name, st.Etcd.PID)
-	}
-	return stop(st.Etcd.PID, st.Name, syscall.SIGKILL, 5*time.Second)
-}
-
-// StartEtcd starts the lab's etcd again on the same data dir and waits
-// until it answers.
-func StartEtcd(ctx context.Context, st *State, bin string) error {
-	if alive(st.Etcd.PID, st.Name) {
-		return fmt.Errorf("etcd of lab %q (pid %d) is still running", st.Name, st.Etcd.PID)
-	}
-	if len(st.Etcd.Args) == 0 {
-		return fmt.Errorf("lab %q: no record of how etcd was started", st.Name)
-	}
-	ns := st.Etcd.Netns
-	if st.Etcd.Args[0] == "etcd-proxy" {
-		ns = ""
-	}
-	logPath := st.StateDir + "/logs/etcd.log"
-	pid, err := spawn(bin, ns, st.Name, st.Etcd.Args[0], st.Etcd.Args, logPath)
+// StopEtcd kills etcd member k (1-based) with SIGKILL, as a crash would.
+func StopEtcd(st *State, k int) error {
+	m, err := member(st, k)
 	if err != nil {
 		return err
 	}
-	st.Etcd.PID = pid
+	if !alive(m.PID, st.Name) {
+		return fmt.Errorf("etcd member %s of lab %q (pid %d) is not running", m.Name, st.Name, m.PID)
+	}
+	return stop(m.PID, st.Name, syscall.SIGKILL, 5*time.Second)
+}
+
+func member(st *State, k int) (*EtcdMember, error) {
+	if k < 1 || k > len(st.Etcd.Members) {
+		return nil, fmt.Errorf("lab %q has etcd members 1..%d, not %d", st.Name, len(st.Etcd.Members), k)
+	}
+	return &st.Etcd.Members[k-1], nil
+}
+
+// startMember starts one etcd member (or the proxy) from its recorded args.
+func startMember(bin string, st *State, m *EtcdMember) error {
+	ns := m.Netns
+	if m.RootNetns {
+		ns = ""
+	}
+	pid, err := spawn(bin, ns, st.Name, "etcd-"+m.Name, m.Args, m.Log)
+	if err != nil {
+		return err
+	}
+	m.PID = pid
+	return nil
+}
+
+// StartEtcd starts etcd member k again on the same data dir and waits until
+// the cluster answers (with too few members for a quorum it cannot, so it
+// only waits for the process to listen then).
+func StartEtcd(ctx context.Context, st *State, bin string, k int) error {
+	m, err := member(st, k)
+	if err != nil {
+		return err
+	}
+	if alive(m.PID, st.Name) {
+		return fmt.Errorf("etcd member %s of lab %q (pid %d) is still running", m.Name, st.Name, m.PID)
+	}
+	if err := startMember(bin, st, m); err != nil {
+		return err
+	}
 	if err := st.Save(); err != nil {
 		return err
+	}
+	up := 0
+	for _, o := range st.Etcd.Members {
+		if alive(o.PID, st.Name) {
+			up++
+		}
+	}
+	if up <= len(st.Etcd.Members)/2 {
+		return nil // no quorum yet: nothing to wait for
 	}
 	cli, err := st.EtcdClient()
 	if err != nil {
@@ -304,9 +333,36 @@ func StartEtcd(ctx context.Context, st *State, bin string) error {
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if err := waitEtcd(wctx, cli); err != nil {
-		return fmt.Errorf("%w\n%s", err, tail(logPath, 10))
+		return fmt.Errorf("%w\n%s", err, tail(m.Log, 10))
 	}
 	return nil
+}
+
+// EtcdMemberAlive reports whether etcd member k runs.
+func (s *State) EtcdMemberAlive(k int) bool {
+	return k >= 1 && k <= len(s.Etcd.Members) && alive(s.Etcd.Members[k-1].PID, s.Name)
+}
+
+// EtcdLeader returns the 1-based index of the member that leads the
+// cluster now.
+func EtcdLeader(ctx context.Context, st *State) (int, error) {
+	cli, err := st.EtcdClient()
+	if err != nil {
+		return 0, err
+	}
+	defer cli.Close()
+	for k, m := range st.Etcd.Members {
+		if !alive(m.PID, st.Name) {
+			continue
+		}
+		c, cancel := context.WithTimeout(ctx, 2*time.Second)
+		resp, err := cli.Status(c, st.Etcd.Endpoints[k])
+		cancel()
+		if err == nil && resp.Header.MemberId == resp.Leader {
+			return k + 1, nil
+		}
+	}
+	return 0, fmt.Errorf("lab %q: no etcd member says it leads", st.Name)
 }
 
 // PutConfig writes the network config key verbatim.

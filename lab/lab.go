@@ -49,6 +49,9 @@ type Spec struct {
 	// of the one built from Network, SubnetLen and Backend (it is still
 	// parsed and checked).
 	ConfigJSON []byte
+	// EtcdMembers is the number of embedded etcd members (1, 3 or 5), each
+	// in its own namespace on the underlay.
+	EtcdMembers int
 	// EtcdTLS makes the embedded etcd serve clients over TLS with client
 	// certificate auth; the lab generates a CA and certificates.
 	EtcdTLS bool
@@ -134,6 +137,14 @@ func (s Spec) Check() (*plan, error) {
 		if n < 0 || n > 250 {
 			return nil, fmt.Errorf("host h%d: %d containers: must be 0..250", i+1, n)
 		}
+	}
+	switch s.EtcdMembers {
+	case 0, 1, 3, 5:
+	default:
+		return nil, fmt.Errorf("--etcd-members %d: use 1, 3 or 5 (a quorum needs an odd number)", s.EtcdMembers)
+	}
+	if s.EtcdMembers > 1 && len(s.EtcdEndpoints) > 0 {
+		return nil, errors.New("--etcd-members applies to the embedded etcd, not to --etcd-endpoints")
 	}
 	if s.EtcdTLS && len(s.EtcdEndpoints) > 0 {
 		return nil, errors.New("--etcd-tls applies to the embedded etcd; for an external one, pass its certificates to the agents with --agent-arg")
@@ -380,54 +391,71 @@ func (p *plan) etcdScheme() string {
 }
 
 func (p *plan) startEtcd(ctx context.Context, st *State) error {
-	ns := p.names.EtcdNS()
-	if err := topo.CreateNS(ns); err != nil {
-		return err
-	}
-	err := topo.Attach(topo.Attachment{
-		NodeNS: ns, NodeIf: "eth0", NodeMAC: topo.MAC(topo.MACEtcd, 0, 1),
-		Addr:     netip.PrefixFrom(p.etcdIP, p.underlay.Bits()),
-		MTU:      p.UnderlayMTU,
-		BridgeNS: p.names.UnderlayNS(), Bridge: p.names.Bridge(), Port: p.names.EtcdPort(), PortMAC: topo.MAC(topo.MACPort, 0, 250),
-	})
-	if err != nil {
-		return err
-	}
-	logPath := filepath.Join(p.dir, "logs", "etcd.log")
-	var args []string
+	n := max(p.EtcdMembers, 1)
 	if len(p.EtcdEndpoints) > 0 {
-		target, err := hostPort(p.EtcdEndpoints[0])
-		if err != nil {
-			return err
-		}
-		// The proxy runs in the root netns to reach the external etcd and
-		// listens inside the etcd netns.
-		args = []string{"etcd-proxy", "--netns", ns, "--listen", p.etcdIP.String() + ":2379", "--target", target}
-		st.Etcd.Args = args
-		pid, err := spawn(p.Binary, "", p.Name, "etcd-proxy", args, logPath)
-		if err != nil {
-			return err
-		}
-		st.Etcd.PID = pid
-	} else {
-		st.Etcd.DataDir = filepath.Join(p.dir, "etcd")
-		args = []string{"etcd", "--name", p.Name, "--data-dir", st.Etcd.DataDir,
-			"--client-ip", p.etcdIP.String(), "--client-ip", "127.0.0.1", "--peer-ip", p.etcdIP.String()}
-		if p.EtcdTLS {
-			f, err := generateTLS(filepath.Join(p.dir, "tls"), []net.IP{p.etcdIP.AsSlice(), net.IPv4(127, 0, 0, 1)})
-			if err != nil {
-				return fmt.Errorf("etcd TLS: %w", err)
-			}
-			st.Etcd.TLS = f
-			args = append(args, "--cert-file", f.ServerCert, "--key-file", f.ServerKey, "--trusted-ca-file", f.CA)
-		}
-		st.Etcd.Args = args
-		pid, err := spawn(p.Binary, ns, p.Name, "etcd", args, logPath)
-		if err != nil {
-			return err
-		}
-		st.Etcd.PID = pid
+		n = 1 // one proxy to the external etcd
 	}
+	var ips []net.IP
+	var cluster []string
+	for k := 1; k <= n; k++ {
+		m := EtcdMember{Name: fmt.Sprintf("m%d", k), Netns: p.names.EtcdMemberNS(k), IP: nthAddr(p.etcdIP, k-1).String()}
+		if err := topo.CreateNS(m.Netns); err != nil {
+			return err
+		}
+		ip := netip.MustParseAddr(m.IP)
+		err := topo.Attach(topo.Attachment{
+			NodeNS: m.Netns, NodeIf: "eth0", NodeMAC: topo.MAC(topo.MACEtcd, 0, k),
+			Addr: netip.PrefixFrom(ip, p.underlay.Bits()), MTU: p.UnderlayMTU,
+			BridgeNS: p.names.UnderlayNS(), Bridge: p.names.Bridge(), Port: p.names.EtcdMemberPort(k), PortMAC: topo.MAC(topo.MACPort, 0, 249+k),
+		})
+		if err != nil {
+			return err
+		}
+		ips = append(ips, ip.AsSlice())
+		cluster = append(cluster, m.Name+"=http://"+m.IP+":2380")
+		st.Etcd.Members = append(st.Etcd.Members, m)
+	}
+	if p.EtcdTLS {
+		f, err := generateTLS(filepath.Join(p.dir, "tls"), append(ips, net.IPv4(127, 0, 0, 1)))
+		if err != nil {
+			return fmt.Errorf("etcd TLS: %w", err)
+		}
+		st.Etcd.TLS = f
+	}
+	st.Etcd.Endpoints = nil
+	for k := range st.Etcd.Members {
+		m := &st.Etcd.Members[k]
+		st.Etcd.Endpoints = append(st.Etcd.Endpoints, p.etcdScheme()+"://"+m.IP+":2379")
+		m.Log = filepath.Join(p.dir, "logs", "etcd.log")
+		if n > 1 {
+			m.Log = filepath.Join(p.dir, "logs", "etcd-"+m.Name+".log")
+		}
+		if len(p.EtcdEndpoints) > 0 {
+			target, err := hostPort(p.EtcdEndpoints[0])
+			if err != nil {
+				return err
+			}
+			// The proxy runs in the root netns to reach the external etcd
+			// and listens inside the etcd netns.
+			m.Args = []string{"etcd-proxy", "--netns", m.Netns, "--listen", m.IP + ":2379", "--target", target}
+			m.RootNetns = true
+		} else {
+			dataDir := filepath.Join(p.dir, "etcd")
+			if n > 1 {
+				dataDir = filepath.Join(p.dir, "etcd-"+m.Name)
+			}
+			m.Args = []string{"etcd", "--name", m.Name, "--data-dir", dataDir,
+				"--client-ip", m.IP, "--client-ip", "127.0.0.1", "--peer-ip", m.IP, "--initial-cluster", strings.Join(cluster, ",")}
+			if t := st.Etcd.TLS; t != nil {
+				m.Args = append(m.Args, "--cert-file", t.ServerCert, "--key-file", t.ServerKey, "--trusted-ca-file", t.CA)
+			}
+		}
+		if err := startMember(p.Binary, st, m); err != nil {
+			return err
+		}
+	}
+	st.Etcd.Netns = st.Etcd.Members[0].Netns
+	logPath := st.Etcd.Members[0].Log
 	cli, err := st.EtcdClient()
 	if err != nil {
 		return err
@@ -615,7 +643,9 @@ func Down(ctx context.Context, root, name string) error {
 		for _, h := range st.Hosts {
 			errs = append(errs, stop(h.AgentPID, name, syscall.SIGTERM, 3*time.Second))
 		}
-		errs = append(errs, stop(st.Etcd.PID, name, syscall.SIGTERM, 5*time.Second))
+		for _, m := range st.Etcd.Members {
+			errs = append(errs, stop(m.PID, name, syscall.SIGTERM, 5*time.Second))
+		}
 	}
 	// Whatever carries the lab's mark but is not in the state (a crash
 	// between start and save) goes too.

@@ -78,5 +78,13 @@ func WriteTable(w io.Writer, st *State) {
 		}
 		fmt.Fprintf(w, "%-6s %-16s %-15s %-15s %-5d %-8s %s\n", h.Name, h.Netns, h.UnderlayIP, h.Subnet, h.MTU, agent, strings.Join(cs, " "))
 	}
-	fmt.Fprintf(w, "etcd %v in %s (pid %d); underlay %s on bridge %s in %s\n", st.Etcd.Endpoints, st.Etcd.Netns, st.Etcd.PID, st.Underlay.CIDR, st.Underlay.Bridge, st.Underlay.Netns)
+	var ms []string
+	for _, m := range st.Etcd.Members {
+		state := ""
+		if !alive(m.PID, st.Name) {
+			state = ",dead"
+		}
+		ms = append(ms, fmt.Sprintf("%s in %s (pid %d%s)", m.IP, m.Netns, m.PID, state))
+	}
+	fmt.Fprintf(w, "etcd %s; underlay %s on bridge %s in %s\n", strings.Join(ms, ", "), st.Underlay.CIDR, st.Underlay.Bridge, st.Underlay.Netns)
 }

@@ -32,13 +32,22 @@ type State struct {
 
 // EtcdState describes the lab's etcd.
 type EtcdState struct {
-	Endpoints []string  `json:"endpoints"`
-	Netns     string    `json:"netns"`
-	PID       int       `json:"pid,omitempty"`
-	External  []string  `json:"external,omitempty"` // set when proxying to an external etcd
-	DataDir   string    `json:"dataDir,omitempty"`
-	Args      []string  `json:"args,omitempty"` // how to start it again
-	TLS       *TLSFiles `json:"tls,omitempty"`  // set when etcd serves client TLS
+	Endpoints []string     `json:"endpoints"`
+	Netns     string       `json:"netns"` // the first member's
+	Members   []EtcdMember `json:"members"`
+	External  []string     `json:"external,omitempty"` // set when proxying to an external etcd
+	TLS       *TLSFiles    `json:"tls,omitempty"`      // set when etcd serves client TLS
+}
+
+// EtcdMember is one etcd process (or the proxy to an external etcd).
+type EtcdMember struct {
+	Name      string   `json:"name"`
+	Netns     string   `json:"netns"`
+	IP        string   `json:"ip"`
+	PID       int      `json:"pid"`
+	Log       string   `json:"log"`
+	Args      []string `json:"args"`                // how to start it again
+	RootNetns bool     `json:"rootNetns,omitempty"` // runs in the root netns (the proxy)
 }
 
 // UnderlayState describes the shared L2 segment.

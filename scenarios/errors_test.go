@@ -56,7 +56,7 @@ timeline:
     action: etcd-stop
     hots: h1
 `),
-		want: []string{`s.yaml:6:5: unknown field "hots" in timeline (allowed: name, at, after, delay, action, host, signal, percent, rate, containers, agentArgs, config)`},
+		want: []string{`s.yaml:6:5: unknown field "hots" in timeline (allowed: name, at, after, delay, action, host, signal, percent, rate, containers, agentArgs, config, member)`},
 	},
 	{
 		name: "bad network CIDR",
@@ -505,7 +505,7 @@ timeline:
     percent: 101%
 `),
 		want: []string{
-			`s.yaml:6:11: step 1: action etcd-stop does not take host (it takes no parameters)`,
+			`s.yaml:6:11: step 1: action etcd-stop does not take host (it takes: member)`,
 			`s.yaml:8:13: step 2: action loss needs percent`,
 			`s.yaml:13:11: step 3: rate "10mbps" is not a rate (want e.g. 500kbit, 10mbit, 1gbit, or unlimited)`,
 			`s.yaml:17:13: step 4: signal "HUP": want TERM, KILL or INT`,

@@ -103,6 +103,7 @@ type RawUnderlay struct {
 type RawEtcd struct {
 	Embedded  Bool       `yaml:"embedded"`
 	Endpoints StringList `yaml:"endpoints"`
+	Members   Int        `yaml:"members"`
 	Pos       Pos        `yaml:"-"`
 }
 
@@ -150,6 +151,7 @@ type RawStep struct {
 	Containers Int        `yaml:"containers"`
 	AgentArgs  StringList `yaml:"agentArgs"`
 	Config     String     `yaml:"config"`
+	Member     String     `yaml:"member"`
 
 	Pos Pos `yaml:"-"`
 }

@@ -233,9 +233,20 @@ func (r *resolver) underlay() {
 }
 
 func (r *resolver) etcd() {
+	r.s.EtcdMembers = 1
 	re := r.raw.Etcd
 	if re == nil {
 		return
+	}
+	if re.Members.IsSet() {
+		switch {
+		case re.Members.Value != 1 && re.Members.Value != 3 && re.Members.Value != 5:
+			r.errorf(re.Members.Pos, "etcd members %d: want 1, 3 or 5", re.Members.Value)
+		case re.Endpoints.IsSet():
+			r.errorf(re.Members.Pos, "etcd members: applies to the embedded etcd, not to endpoints")
+		default:
+			r.s.EtcdMembers = int(re.Members.Value)
+		}
 	}
 	eps := re.Endpoints
 	switch {

@@ -3,6 +3,7 @@ package scenarios
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -173,7 +174,7 @@ func (r *runner) spec() lab.Spec {
 		Name: r.sc.Lab, Hosts: len(r.sc.Hosts), Backend: r.sc.Backend,
 		Network: r.sc.Network.Network.String(), ConfigJSON: cfgJSON,
 		Underlay: r.sc.Underlay.String(), UnderlayMTU: r.sc.UnderlayMTU,
-		EtcdEndpoints: r.sc.EtcdEndpoints, StateRoot: r.o.StateRoot, Binary: r.o.Binary,
+		EtcdEndpoints: r.sc.EtcdEndpoints, EtcdMembers: r.sc.EtcdMembers, StateRoot: r.o.StateRoot, Binary: r.o.Binary,
 		Seed: r.sc.Seed, Verify: true, Out: io.Discard,
 	}
 	for _, h := range r.sc.Hosts {
@@ -266,6 +267,8 @@ func stepDetail(s *Step) string {
 	switch s.Action {
 	case ActionAgentKill:
 		return "signal " + s.Signal
+	case ActionEtcdStop, ActionEtcdStart:
+		return "member " + s.Member
 	case ActionLoss:
 		return fmt.Sprintf("%g%%", s.Percent)
 	case ActionRate:
@@ -304,9 +307,26 @@ func (r *runner) do(ctx context.Context, s *Step) error {
 	case ActionRate:
 		return lab.SetRate(st, s.Host, s.RateBps)
 	case ActionEtcdStop:
-		return lab.StopEtcd(st)
+		k, err := r.member(ctx, st, s.Member)
+		if err != nil {
+			return err
+		}
+		return lab.StopEtcd(st, k)
 	case ActionEtcdStart:
-		return lab.StartEtcd(ctx, st, r.o.Binary)
+		if s.Member == "stopped" {
+			var errs []error
+			for k := range st.Etcd.Members {
+				if !st.EtcdMemberAlive(k + 1) {
+					errs = append(errs, lab.StartEtcd(ctx, st, r.o.Binary, k+1))
+				}
+			}
+			return errors.Join(errs...)
+		}
+		k, err := r.member(ctx, st, s.Member)
+		if err != nil {
+			return err
+		}
+		return lab.StartEtcd(ctx, st, r.o.Binary, k)
 	case ActionEtcdPartition, ActionEtcdHeal:
 		return lab.SetPartition(st, s.Host, s.Action == ActionEtcdPartition)
 	case ActionLeaseDelete:
@@ -331,6 +351,34 @@ func (r *runner) do(ctx context.Context, s *Step) error {
 		return lab.PutConfig(ctx, st, s.Config)
 	}
 	return fmt.Errorf("unknown action %q", s.Action)
+}
+
+// member resolves an etcd-stop/start target: "leader", "follower" (a
+// running member that does not lead) or a 1-based index.
+func (r *runner) member(ctx context.Context, st *lab.State, m string) (int, error) {
+	switch m {
+	case "", "1":
+		return 1, nil
+	case "leader", "follower":
+		leader, err := lab.EtcdLeader(ctx, st)
+		if err != nil {
+			return 0, err
+		}
+		if m == "leader" {
+			return leader, nil
+		}
+		for k := range st.Etcd.Members {
+			if k+1 != leader && st.EtcdMemberAlive(k+1) {
+				return k + 1, nil
+			}
+		}
+		return 0, fmt.Errorf("no running follower")
+	}
+	var k int
+	if _, err := fmt.Sscan(m, &k); err != nil {
+		return 0, fmt.Errorf("member %q", m)
+	}
+	return k, nil
 }
 
 // snapshot copies the lab state for a check to read without the lock.
@@ -657,7 +705,7 @@ func checkAgent(st *lab.State, c *AgentCheck) (bool, string) {
 			return false, err.Error()
 		}
 		if m := c.Log.Find(data); m != nil {
-			return true, fmt.Sprintf("%s's agent log has %q", c.Host, m)
+			return true, fmt.Sprintf("%s's agent log matches /%s/ (%d bytes: %q)", c.Host, c.Log, len(m), truncate(string(m), 80))
 		}
 		return false, fmt.Sprintf("%s's agent log has no match for /%s/", c.Host, c.Log)
 	}

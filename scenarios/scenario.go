@@ -49,6 +49,7 @@ type Scenario struct {
 	Underlay      netip.Prefix
 	UnderlayMTU   int      // 0 = kernel default
 	EtcdEndpoints []string // empty = the lab's embedded etcd
+	EtcdMembers   int      // embedded etcd members: 1 (default), 3 or 5
 
 	Hosts []HostSpec // h1..hN at start
 	// MaxHosts is the highest host index the scenario reaches: len(Hosts)
@@ -85,8 +86,8 @@ const (
 	ActionLinkUp        Action = "link-up"        // Host
 	ActionLoss          Action = "loss"           // Host, Percent (0 removes the loss)
 	ActionRate          Action = "rate"           // Host, RateBps (0 = "unlimited": removes the limit)
-	ActionEtcdStop      Action = "etcd-stop"      // embedded etcd only
-	ActionEtcdStart     Action = "etcd-start"     // embedded etcd only
+	ActionEtcdStop      Action = "etcd-stop"      // embedded etcd only; Member
+	ActionEtcdStart     Action = "etcd-start"     // embedded etcd only; Member
 	ActionEtcdPartition Action = "etcd-partition" // Host: cut it off from etcd
 	ActionEtcdHeal      Action = "etcd-heal"      // Host
 	ActionLeaseDelete   Action = "lease-delete"   // Host: delete its lease in etcd
@@ -120,6 +121,10 @@ type Step struct {
 	Containers int      // host-add
 	AgentArgs  []string // host-add
 	Config     string   // config-set: raw text, deliberately unchecked
+	// Member is the etcd member an etcd-stop/etcd-start acts on: "1".."N",
+	// for etcd-stop "leader" or "follower" (resolved when played), for
+	// etcd-start "stopped" (every member that is not running).
+	Member string
 }
 
 // Label names the step in messages: its name, or its action and line.

@@ -19,6 +19,7 @@ const (
 	pContainers
 	pAgentArgs
 	pConfig
+	pMember
 )
 
 var paramNames = []struct {
@@ -26,7 +27,7 @@ var paramNames = []struct {
 	name string
 }{
 	{pHost, "host"}, {pSignal, "signal"}, {pPercent, "percent"}, {pRate, "rate"},
-	{pContainers, "containers"}, {pAgentArgs, "agentArgs"}, {pConfig, "config"},
+	{pContainers, "containers"}, {pAgentArgs, "agentArgs"}, {pConfig, "config"}, {pMember, "member"},
 }
 
 func (ps param) String() string {
@@ -53,8 +54,8 @@ var actions = []struct {
 	{ActionLinkUp, actionSpec{pHost, 0}},
 	{ActionLoss, actionSpec{pHost | pPercent, 0}},
 	{ActionRate, actionSpec{pHost | pRate, 0}},
-	{ActionEtcdStop, actionSpec{0, 0}},
-	{ActionEtcdStart, actionSpec{0, 0}},
+	{ActionEtcdStop, actionSpec{0, pMember}},
+	{ActionEtcdStart, actionSpec{0, pMember}},
 	{ActionEtcdPartition, actionSpec{pHost, 0}},
 	{ActionEtcdHeal, actionSpec{pHost, 0}},
 	{ActionLeaseDelete, actionSpec{pHost, 0}},
@@ -171,7 +172,7 @@ func (r *resolver) step(i int, rs *RawStep) *stepInfo {
 	si.actionOK = true
 	given := map[param]Pos{
 		pHost: rs.Host.Pos, pSignal: rs.Signal.Pos, pPercent: rs.Percent.Pos, pRate: rs.Rate.Pos,
-		pContainers: rs.Containers.Pos, pAgentArgs: rs.AgentArgs.Pos, pConfig: rs.Config.Pos,
+		pContainers: rs.Containers.Pos, pAgentArgs: rs.AgentArgs.Pos, pConfig: rs.Config.Pos, pMember: rs.Member.Pos,
 	}
 	allowed := spec.required | spec.optional
 	for _, pn := range paramNames {
@@ -217,6 +218,21 @@ func (r *resolver) step(i int, rs *RawStep) *stepInfo {
 	}
 	if allowed&pConfig != 0 {
 		st.Config = rs.Config.Value // may be invalid on purpose
+	}
+	if allowed&pMember != 0 {
+		st.Member = "1"
+		if rs.Member.IsSet() {
+			st.Member = strings.TrimSpace(rs.Member.Value)
+			n, err := strconv.Atoi(st.Member)
+			switch {
+			case st.Member == "leader" && st.Action == ActionEtcdStop, st.Member == "follower" && st.Action == ActionEtcdStop:
+			case st.Member == "stopped" && st.Action == ActionEtcdStart:
+			case err == nil && n >= 1 && n <= r.s.EtcdMembers:
+			default:
+				r.errorf(rs.Member.Pos, "%s: member %q: want 1..%d%s", si.label, rs.Member.Value, r.s.EtcdMembers,
+					map[bool]string{true: ", leader or follower", false: " or stopped"}[st.Action == ActionEtcdStop])
+			}
+		}
 	}
 	if (st.Action == ActionEtcdStop || st.Action == ActionEtcdStart) && len(r.s.EtcdEndpoints) > 0 {
 		r.errorf(rs.Action.Pos, "%s: %s needs the embedded etcd (this scenario uses an external one)", si.label, st.Action)

@@ -50,6 +50,23 @@ func (n Names) EtcdNS() string { return n.Prefix() + "etcd" }
 // EtcdPort is etcd's port on the underlay bridge.
 func (n Names) EtcdPort() string { return n.Prefix() + "etcd" }
 
+// EtcdMemberNS is etcd member k's namespace (1-based; member 1 is EtcdNS).
+func (n Names) EtcdMemberNS(k int) string {
+	if k == 1 {
+		return n.EtcdNS()
+	}
+	return n.EtcdNS() + strconv.Itoa(k)
+}
+
+// EtcdMemberPort is member k's port on the underlay bridge, as long as
+// EtcdPort whatever k (single digit).
+func (n Names) EtcdMemberPort(k int) string {
+	if k == 1 {
+		return n.EtcdPort()
+	}
+	return n.Prefix() + "etc" + strconv.Itoa(k)
+}
+
 // Host is host i's name (1-based).
 func (n Names) Host(i int) string { return "h" + strconv.Itoa(i) }
 

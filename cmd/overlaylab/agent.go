@@ -18,6 +18,7 @@ func agentCmd() *cobra.Command {
 	var endpoints string
 	var renewMargin int
 	var verbose int
+	var leaseTTL, leaseRenew time.Duration
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Run the overlay agent on this host (flanneld's flags; each also as FLANNELD_<NAME>)",
@@ -57,6 +58,15 @@ func agentCmd() *cobra.Command {
 				}
 				o.RenewMargin = d
 			}
+			if leaseTTL != 0 {
+				if leaseTTL < time.Second {
+					return fmt.Errorf("--lease-ttl %s: at least 1s", leaseTTL)
+				}
+				o.LeaseTTL = leaseTTL
+			}
+			if leaseRenew != 0 {
+				o.RenewMargin = leaseRenew
+			}
 			if o.HealthzPort < 0 || o.HealthzPort > 65535 {
 				return fmt.Errorf("--healthz-port %d: must be 0..65535", o.HealthzPort)
 			}
@@ -83,7 +93,12 @@ func agentCmd() *cobra.Command {
 	f.IntVarP(&verbose, "v", "v", 0, "log verbosity (0 info, 1+ debug)")
 	f.Int64Var(&o.SubnetSeed, "subnet-seed", 0, "seed for picking a free subnet (labs; 0 = random)")
 	_ = f.MarkHidden("subnet-seed")
-	f.StringVar(&o.UDPMode, "udp-mode", "simple", "udp backend datapath: simple (one packet per syscall)")
+	// Test knobs, as flags so a lab or scenario can pass them per agent.
+	f.DurationVar(&leaseTTL, "lease-ttl", 0, "subnet lease TTL (tests; default 24h)")
+	f.DurationVar(&leaseRenew, "lease-renew-margin", 0, "renew this long before expiry (tests; overrides --subnet-lease-renew-margin)")
+	_ = f.MarkHidden("lease-ttl")
+	_ = f.MarkHidden("lease-renew-margin")
+	f.StringVar(&o.UDPMode, "udp-mode", "fast", "udp backend datapath: fast (batched syscalls, TUN and UDP segmentation offloads) or simple (one packet per syscall, as flanneld); same datagrams on the wire")
 	return cmd
 }
 

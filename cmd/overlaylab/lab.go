@@ -47,6 +47,7 @@ func upCmd() *cobra.Command {
 	f.StringVar(&s.StateRoot, "state-dir", lab.DefaultStateRoot, "where labs keep their state")
 	f.BoolVar(&s.Verify, "verify", true, "run the ping matrix and the wire check")
 	f.StringArrayVar(&s.AgentArgs, "agent-arg", nil, "extra flag for every agent (repeatable)")
+	f.IntVar(&s.EtcdMembers, "etcd-members", 1, "embedded etcd members (1, 3 or 5), each in its own namespace on the underlay")
 	f.BoolVar(&s.EtcdTLS, "etcd-tls", false, "embedded etcd serves client TLS with client-certificate auth (CA and certificates in the state dir)")
 	f.Int64Var(&s.Seed, "seed", 0, "seed the agents' subnet choice: the same seed gives the same subnets (0 = random)")
 	return cmd
@@ -202,6 +203,7 @@ func etcdCmd() *cobra.Command {
 	cmd.Flags().StringVar(&o.DataDir, "data-dir", "", "data directory")
 	cmd.Flags().StringSliceVar(&o.ClientIPs, "client-ip", nil, "address to serve clients on, port 2379 (repeatable)")
 	cmd.Flags().StringVar(&o.PeerIP, "peer-ip", "127.0.0.1", "address for the peer URL, port 2380")
+	cmd.Flags().StringVar(&o.InitialCluster, "initial-cluster", "", "every member as name=http://ip:2380, comma-separated")
 	cmd.Flags().StringVar(&o.CertFile, "cert-file", "", "server certificate (enables client TLS)")
 	cmd.Flags().StringVar(&o.KeyFile, "key-file", "", "server key")
 	cmd.Flags().StringVar(&o.TrustedCAFile, "trusted-ca-file", "", "CA that client certificates must be signed by")

@@ -109,7 +109,7 @@ func (m *Manager) keepOnce(ctx context.Context, cur *Lease, bo *backoff) error {
 				return err
 			}
 			m.renewals.Add(1)
-			m.log.Debug("renewed subnet lease", "subnet", cur.Subnet, "expires", cur.Expiration)
+			m.log.Info("renewed subnet lease", "subnet", cur.Subnet, "expires", cur.Expiration.Format(time.RFC3339))
 		}
 		bo.reset() // etcd answered: the next failure starts from a short delay
 		select {
