@@ -5,7 +5,7 @@ E2E_TIMEOUT ?= 40m
 
 FUZZTIME ?= 20s
 
-.PHONY: build lab-up lab-down test unit e2e bench fuzz vet clean
+.PHONY: build lab-up lab-down test unit e2e bench fuzz soak vet clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/overlaylab
@@ -27,9 +27,18 @@ unit:
 	$(GO) test -count=1 $$($(GO) list ./... | grep -v /e2e)
 
 e2e: build
-	OVERLAYLAB_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout $(E2E_TIMEOUT) ./e2e/ -ginkgo.v
+	OVERLAYLAB_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout $(E2E_TIMEOUT) ./e2e/ -ginkgo.v -ginkgo.label-filter='!soak'
 
-bench:
+# Five minutes of agent restarts and an etcd restart under continuous pings
+# (root; not in CI). SOAK_DURATION=2m shortens it.
+soak: build
+	OVERLAYLAB_BIN=$(CURDIR)/$(BIN) $(GO) test -v -count=1 -timeout 30m ./e2e/ -ginkgo.v -ginkgo.label-filter=soak
+
+# Needs root for the data plane (a lab per configuration; a few minutes). Each
+# command rewrites its own section of docs/PERFORMANCE.md; then the Go benchmarks.
+bench: build
+	./$(BIN) bench
+	./$(BIN) bench control --agents 1000
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
 # Every fuzz target for FUZZTIME each (seed corpora run in `make test` too).

@@ -9,7 +9,9 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -74,6 +76,31 @@ func (a *Agent) writeMetrics(w http.ResponseWriter) {
 	counter("overlaylab_lease_renewal_failures_total", "Failed attempts to renew the subnet lease.", ls.RenewFailures)
 	counter("overlaylab_lease_reacquired_total", "Times the lease was lost (deleted, expired) and acquired again.", ls.Reacquired)
 	a.metrics.WritePrometheus(w)
+	// Process figures, for leak checks in soak runs.
+	gauge("overlaylab_goroutines", "Goroutines in the agent.", int64(runtime.NumGoroutine()))
+	if fds, err := os.ReadDir("/proc/self/fd"); err == nil {
+		gauge("overlaylab_open_fds", "Open file descriptors of the agent.", int64(len(fds)))
+	}
+	if rss := residentBytes(); rss > 0 {
+		gauge("overlaylab_resident_memory_bytes", "Resident set size of the agent.", rss)
+	}
+}
+
+// residentBytes reads VmRSS from /proc/self/status.
+func residentBytes() int64 {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err == nil {
+				return kb * 1024
+			}
+		}
+	}
+	return 0
 }
 
 // loadTLS builds the etcd client TLS config from flanneld's three files.
