@@ -61,3 +61,38 @@ var _ = Describe("bad input to up", func() {
 		expectCleanRefusal(runCmd(cmd), "e2ent", "needs /dev/net/tun")
 	})
 })
+
+// Errors of every command: exact message, exit code, and no lab made.
+var _ = Describe("bad input to the other commands", func() {
+	DescribeTable("gets one exact line and a non-zero exit",
+		func(code int, want string, args ...string) {
+			r := run(args...)
+			Expect(r.code).To(Equal(code), r.String())
+			Expect(strings.TrimSpace(r.stderr)).To(Equal(want))
+			Expect(netnsWithPrefix("ol-nolab-")).To(BeEmpty())
+		},
+		Entry("status of a lab that does not exist", 1,
+			`overlaylab: lab "nolab": no such lab (state /nonexistent/nolab/state.json not found; start one with `+"`overlaylab up --name nolab`"+`)`,
+			"status", "--name", "nolab", "--state-dir", "/nonexistent"),
+		Entry("status with an unknown format", 1, `overlaylab: -o "yaml": use json or table`,
+			"status", "--name", "nolab", "--state-dir", "/nonexistent", "-o", "yaml"),
+		Entry("kill with an unknown signal", 1, `overlaylab: --signal "HUP": use TERM, KILL or INT`,
+			"kill", "--name", "nolab", "--state-dir", "/nonexistent", "h1", "--signal", "HUP"),
+		Entry("an even number of etcd members", 1, `overlaylab: --etcd-members 2: use 1, 3 or 5 (a quorum needs an odd number)`,
+			"up", "--name", "nolab", "--state-dir", "/nonexistent", "--etcd-members", "2"),
+		Entry("an underlay too small", 1, `overlaylab: --underlay 10.0.0.0/30 with 3 hosts: need a /24 or larger and fewer than 250 hosts (etcd sits at .250)`,
+			"up", "--name", "nolab", "--state-dir", "/nonexistent", "--underlay", "10.0.0.0/30"),
+		Entry("agent without endpoints", 1, `overlaylab: --etcd-endpoints: at least one endpoint is needed`,
+			"agent", "--etcd-endpoints", ""),
+		Entry("agent with a port out of range", 1, `overlaylab: --healthz-port 70000: must be 0..65535`,
+			"agent", "--healthz-port", "70000"),
+		Entry("agent with a zero renew margin", 1, `overlaylab: --subnet-lease-renew-margin 0: must be at least 1 minute`,
+			"agent", "--subnet-lease-renew-margin", "0"),
+		Entry("agent with an unknown udp mode", 1, `overlaylab: --udp-mode "turbo": use fast or simple`,
+			"agent", "--udp-mode", "turbo", "--etcd-endpoints", "http://127.0.0.1:1"),
+		Entry("a flag without its value", 1, `overlaylab: flag needs an argument: --backend`,
+			"up", "--backend"),
+		Entry("run of a missing file", 1, `overlaylab: read scenario: open /nonexistent.yaml: no such file or directory`,
+			"run", "/nonexistent.yaml"),
+	)
+})

@@ -108,7 +108,7 @@ var ErrNoLab = errors.New("no such lab")
 func Load(root, name string) (*State, error) {
 	data, err := os.ReadFile(statePath(StateDir(root, name)))
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("lab %q: %w (state %s not found)", name, ErrNoLab, statePath(StateDir(root, name)))
+		return nil, fmt.Errorf("lab %q: %w (state %s not found; start one with `overlaylab up --name %s`)", name, ErrNoLab, statePath(StateDir(root, name)), name)
 	}
 	if err != nil {
 		return nil, err

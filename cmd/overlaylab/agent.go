@@ -67,6 +67,11 @@ func agentCmd() *cobra.Command {
 			if leaseRenew != 0 {
 				o.RenewMargin = leaseRenew
 			}
+			// Checked here, not when the backend starts: a typo must not
+			// wait for etcd and a network config to be reported.
+			if o.UDPMode != "fast" && o.UDPMode != "simple" {
+				return fmt.Errorf("--udp-mode %q: use fast or simple", o.UDPMode)
+			}
 			if o.HealthzPort < 0 || o.HealthzPort > 65535 {
 				return fmt.Errorf("--healthz-port %d: must be 0..65535", o.HealthzPort)
 			}

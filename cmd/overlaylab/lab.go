@@ -93,6 +93,9 @@ func statusCmd() *cobra.Command {
 		Short: "Show a lab (-o json for the machine-readable contract)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if output != "" && output != "json" && output != "table" {
+				return fmt.Errorf("-o %q: use json or table", output)
+			}
 			st, err := lab.Load(root, name)
 			if err != nil {
 				return err
