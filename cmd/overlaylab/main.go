@@ -26,7 +26,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(agentCmd(), upCmd(), downCmd(), statusCmd(), execCmd(), killCmd(), startCmd(), hostCmd(), runCmd(), validateCmd(), etcdCmd(), etcdProxyCmd())
+	root.AddCommand(agentCmd(), upCmd(), downCmd(), statusCmd(), execCmd(), killCmd(), startCmd(), hostCmd(), runCmd(), validateCmd(), etcdCmd(), etcdProxyCmd(), benchCmd())
 	err := root.ExecuteContext(ctx)
 	stop()
 	var ee exitError

@@ -1,0 +1,185 @@
+package bench
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+)
+
+// Ratio compares the medians of one metric between two configurations.
+type Ratio struct {
+	Metric string   `json:"metric"`
+	Num    string   `json:"num"`
+	Den    string   `json:"den"`
+	Value  *float64 `json:"value"` // null when either side was not measured
+}
+
+// Name is "num / den".
+func (r Ratio) Name() string { return r.Num + " / " + r.Den }
+
+func ratio(rep *Report, metric, num, den string) Ratio {
+	r := Ratio{Metric: metric, Num: num, Den: den}
+	a, ok1 := rep.Config(num).Median(metric)
+	b, ok2 := rep.Config(den).Median(metric)
+	if ok1 && ok2 && b != 0 {
+		v := a / b
+		r.Value = &v
+	}
+	return r
+}
+
+// computeRatios: for throughput, udp-fast against vxlan and against
+// udp-simple, and every configuration against the baseline; for the RTT
+// median, every configuration against vxlan. Only configurations that were
+// part of the run appear.
+func computeRatios(rep *Report) []Ratio {
+	in := func(name string) bool { return rep.Config(name) != nil }
+	var out []Ratio
+	for _, m := range []string{MTCP1, MTCP4} {
+		if in(CfgUDPFast) && in(CfgVXLAN) {
+			out = append(out, ratio(rep, m, CfgUDPFast, CfgVXLAN))
+		}
+		if in(CfgUDPFast) && in(CfgUDPSimple) {
+			out = append(out, ratio(rep, m, CfgUDPFast, CfgUDPSimple))
+		}
+		if in(CfgBaseline) {
+			for _, c := range rep.Configs {
+				if c.Name != CfgBaseline {
+					out = append(out, ratio(rep, m, c.Name, CfgBaseline))
+				}
+			}
+		}
+	}
+	if in(CfgVXLAN) {
+		for _, c := range rep.Configs {
+			if c.Name != CfgVXLAN {
+				out = append(out, ratio(rep, MRTT50, c.Name, CfgVXLAN))
+			}
+		}
+	}
+	return out
+}
+
+// Target statuses.
+const (
+	Met         = "met"
+	Missed      = "missed"
+	NotMeasured = "not measured"
+)
+
+// Target is one performance goal, evaluated on the run's figures.
+type Target struct {
+	Name     string   `json:"name"`
+	Goal     string   `json:"goal"`
+	Value    *float64 `json:"value"`
+	Measured string   `json:"measured"`
+	Status   string   `json:"status"`
+}
+
+// evaluateTargets checks the udp fast path's goals: single-stream TCP at
+// least 0.5× kernel VXLAN (aim 0.8×) and at least 5× the simple loop, RTT
+// p50 at most 2× VXLAN's, agent RSS at most 50 MiB.
+func evaluateTargets(rep *Report) []Target {
+	fast := rep.Config(CfgUDPFast)
+	why := func(names ...string) string {
+		var parts []string
+		for _, n := range names {
+			c := rep.Config(n)
+			switch {
+			case c == nil:
+				parts = append(parts, n+" was not part of the run")
+			case !c.OK():
+				parts = append(parts, n+" did not run ("+shortReason(c.Error)+")")
+			}
+		}
+		if len(parts) == 0 {
+			return "a metric is missing"
+		}
+		return strings.Join(parts, "; ")
+	}
+	ratioTarget := func(name, goal, metric, num, den string, threshold float64, atMost bool, unit string) Target {
+		t := Target{Name: name, Goal: goal}
+		r := ratio(rep, metric, num, den)
+		if r.Value == nil {
+			t.Status, t.Measured = NotMeasured, why(num, den)
+			return t
+		}
+		a, _ := rep.Config(num).Median(metric)
+		b, _ := rep.Config(den).Median(metric)
+		t.Value = r.Value
+		t.Measured = fmt.Sprintf("%s× (%s %s vs %s %s, medians)", formatFloat(*r.Value, 2), num, formatUnit(a, metric, unit), den, formatUnit(b, metric, unit))
+		ok := *r.Value >= threshold
+		if atMost {
+			ok = *r.Value <= threshold
+		}
+		t.Status = Missed
+		if ok {
+			t.Status = Met
+		}
+		return t
+	}
+	var out []Target
+	out = append(out,
+		ratioTarget("udp single-stream TCP vs kernel VXLAN", "≥ 0.5×", MTCP1, CfgUDPFast, CfgVXLAN, 0.5, false, "Gbit/s"),
+		ratioTarget("udp single-stream TCP vs kernel VXLAN (aim)", "≥ 0.8×", MTCP1, CfgUDPFast, CfgVXLAN, 0.8, false, "Gbit/s"),
+		ratioTarget("udp single-stream TCP vs the simple loop", "≥ 5×", MTCP1, CfgUDPFast, CfgUDPSimple, 5, false, "Gbit/s"),
+		ratioTarget("udp RTT p50 vs VXLAN", "≤ 2×", MRTT50, CfgUDPFast, CfgVXLAN, 2, true, "µs"),
+	)
+	rss := Target{Name: "udp agent RSS", Goal: "≤ 50 MiB"}
+	if s, ok := fast.summary(MRSS); ok {
+		v := s.Max
+		rss.Value = &v
+		rss.Measured = fmt.Sprintf("%s MiB (the largest of both agents' VmRSS in %s; median %s MiB)", formatFloat(s.Max, 1), plural(s.N, "round"), formatFloat(s.Median, 1))
+		if a, ok := fast.summary(MAnon); ok {
+			rss.Measured += fmt.Sprintf("; anonymous memory at most %s MiB, the rest mapped pages of the binary", formatFloat(a.Max, 1))
+		}
+		rss.Status = Missed
+		if v <= 50 {
+			rss.Status = Met
+		}
+	} else {
+		rss.Status, rss.Measured = NotMeasured, why(CfgUDPFast)
+	}
+	out = append(out, rss)
+	return out
+}
+
+func (c *ConfigResult) summary(metric string) (Summary, bool) {
+	if c == nil || !c.OK() {
+		return Summary{}, false
+	}
+	s, ok := c.Summary[metric]
+	return s, ok && s.N > 0
+}
+
+func formatUnit(v float64, metric, unit string) string {
+	d := 2
+	for _, m := range Metrics {
+		if m.Key == metric {
+			d = m.Digits
+		}
+	}
+	return formatFloat(v, d) + " " + unit
+}
+
+// formatFloat prints v with d decimals ("–" for NaN).
+func formatFloat(v float64, d int) string {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return "–"
+	}
+	return strconv.FormatFloat(v, 'f', d, 64)
+}
+
+// shortReason picks the line of an error that says most: the last line of
+// a log tail that reports an error, else the first line.
+func shortReason(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	for i := len(lines) - 1; i > 0; i-- {
+		l := strings.TrimSpace(lines[i])
+		if strings.Contains(l, "level=ERROR") || strings.HasPrefix(l, "overlaylab:") || strings.Contains(l, "Error:") {
+			return l
+		}
+	}
+	return strings.TrimSpace(lines[0])
+}

@@ -1,0 +1,159 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/overlaylab/overlaylab/bench"
+	"github.com/overlaylab/overlaylab/lab"
+)
+
+const defaultPerfDoc = "docs/PERFORMANCE.md"
+
+func benchCmd() *cobra.Command {
+	o := bench.Options{Progress: os.Stderr}
+	var configs, output, doc string
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure the data plane: TCP throughput, RTT and agent CPU/RSS per backend vs a no-overlay baseline (root)",
+		Long: `Builds one 2-host × 1-container lab per configuration (baseline, udp-fast, udp-simple, vxlan,
+host-gw), measures them in interleaved rounds, prints a table of medians (min–max), ratios and
+targets, tears every lab down and rewrites the data-plane section of docs/PERFORMANCE.md.
+A configuration that does not come up is reported as such; the others are still measured.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			var names []string
+			if configs != "" {
+				names = strings.Split(configs, ",")
+			}
+			cfgs, err := bench.SelectConfigs(names)
+			if err != nil {
+				return err
+			}
+			o.Configs = cfgs
+			if o.Binary, err = os.Executable(); err != nil {
+				return err
+			}
+			o.Command = commandLine()
+			rep, err := bench.Run(cmd.Context(), o)
+			if rep == nil {
+				return err
+			}
+			if perr := printResult(output, rep, func() { bench.WriteTable(os.Stdout, rep) }); perr != nil {
+				return perr
+			}
+			// An interrupted run is not a measurement to publish.
+			if doc != "" && cmd.Context().Err() == nil {
+				if derr := bench.UpdateDoc(doc, bench.SectionDataPlane, bench.Markdown(rep)); derr != nil {
+					return errors.Join(err, derr)
+				}
+				fmt.Fprintf(os.Stderr, "wrote the data-plane section of %s\n", doc)
+			}
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&o.Rounds, "rounds", 3, "rounds; each measures every configuration once")
+	f.DurationVar(&o.Duration, "duration", 5*time.Second, "length of each TCP transfer (the first 0.5s is not measured)")
+	f.StringVar(&configs, "configs", "", "comma-separated subset of: baseline,udp-fast,udp-simple,vxlan,host-gw (default all)")
+	f.StringVarP(&output, "output", "o", "", "output format: table or json")
+	f.StringVar(&doc, "doc", defaultPerfDoc, `markdown file whose data-plane section is rewritten ("" to skip)`)
+	f.StringVar(&o.StateRoot, "state-dir", lab.DefaultStateRoot, "where the bench's labs keep their state")
+	cmd.AddCommand(benchControlCmd())
+	return cmd
+}
+
+func benchControlCmd() *cobra.Command {
+	o := bench.ControlOptions{Progress: os.Stderr}
+	var output, doc string
+	cmd := &cobra.Command{
+		Use:   "control",
+		Short: "Measure the control plane: N lease-only agents against an in-process etcd (no root needed)",
+		Long: `Starts an etcd inside this process on loopback and N lease-only agents (subnet managers, no
+datapath) at the same instant; reports p50/p99 time to acquire a lease and the time until every
+agent has seen every lease, then verifies from etcd: N keys, N distinct subnets, each PublicIP
+once. Rewrites the control-plane section of docs/PERFORMANCE.md.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			o.Command = commandLine()
+			rep, err := bench.RunControl(cmd.Context(), o)
+			if rep == nil {
+				return err
+			}
+			if perr := printResult(output, rep, func() { bench.WriteControlTable(os.Stdout, rep) }); perr != nil {
+				return perr
+			}
+			if doc != "" && cmd.Context().Err() == nil {
+				if derr := bench.UpdateDoc(doc, bench.SectionControl, bench.ControlMarkdown(rep)); derr != nil {
+					return errors.Join(err, derr)
+				}
+				fmt.Fprintf(os.Stderr, "wrote the control-plane section of %s\n", doc)
+			}
+			if err == nil && !rep.OK {
+				err = errors.New("control bench: verification failed (see the table)")
+			}
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&o.Agents, "agents", 1000, "lease-only agents")
+	f.IntVar(&o.AgentsPerClient, "agents-per-client", 50, "agents sharing one etcd client")
+	f.StringVar(&o.Network, "network", "10.0.0.0/8", "overlay Network")
+	f.IntVar(&o.SubnetLen, "subnet-len", 24, "SubnetLen")
+	f.DurationVar(&o.Timeout, "timeout", 5*time.Minute, "give up after this long")
+	f.StringVarP(&output, "output", "o", "", "output format: table or json")
+	f.StringVar(&doc, "doc", defaultPerfDoc, `markdown file whose control-plane section is rewritten ("" to skip)`)
+	return cmd
+}
+
+func checkOutput(output string) error {
+	switch output {
+	case "", "table", "json":
+		return nil
+	}
+	return fmt.Errorf("-o %q: use table or json", output)
+}
+
+func printResult(output string, v any, table func()) error {
+	if output == "json" {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	table()
+	return nil
+}
+
+// commandLine is how this process was invoked, as "overlaylab ARGS" with
+// shell quoting where needed, for the reports.
+func commandLine() string {
+	parts := []string{"overlaylab"}
+	for _, a := range os.Args[1:] {
+		parts = append(parts, shellQuote(a))
+	}
+	return strings.Join(parts, " ")
+}
+
+func shellQuote(s string) string {
+	if s == "" {
+		return "''"
+	}
+	if strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./=:,@+", r))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
