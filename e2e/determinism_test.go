@@ -22,3 +22,21 @@ var _ = Describe("a seeded lab", func() {
 		Expect(runs[1]).To(Equal(runs[0]))
 	})
 })
+
+var _ = Describe("a large lab", func() {
+	It("comes up with 50 hosts × 2 containers, every lease held and every host pair answering", func() {
+		r := run(labArgs("e2ebig", "up", "--hosts", "50", "--containers", "2")...)
+		DeferCleanup(func() { run(labArgs("e2ebig", "down")...) })
+		Expect(r.code).To(Equal(0), r.String())
+		Expect(r.stdout).To(ContainSubstring("ping matrix: 2550/2550 sampled pairs (every host pair and every same-host pair) answered"))
+		Expect(r.stdout).To(MatchRegexp(`hosts \d+ms, agents \d`)) // the time per phase
+		st := status("e2ebig")
+		Expect(st.Hosts).To(HaveLen(50))
+		subnets := map[string]bool{}
+		for _, h := range st.Hosts {
+			Expect(h.Subnet).NotTo(BeEmpty())
+			subnets[h.Subnet] = true
+		}
+		Expect(subnets).To(HaveLen(50))
+	})
+})

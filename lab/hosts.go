@@ -67,6 +67,10 @@ func AddHost(ctx context.Context, st *State, bin string, o HostOptions) (*HostSt
 	}
 	st.Hosts = append(st.Hosts, h)
 	hp := &st.Hosts[len(st.Hosts)-1]
+	if err := wireUnderlay(st, []string{h.Netns}); err != nil {
+		st.Hosts = st.Hosts[:len(st.Hosts)-1]
+		return nil, err
+	}
 	if err := st.Save(); err != nil {
 		return nil, err
 	}
@@ -128,6 +132,17 @@ func RemoveHost(ctx context.Context, st *State, host string, deleteLease bool) e
 		return err
 	}
 	st.Hosts = append(st.Hosts[:idx], st.Hosts[idx+1:]...)
+	gone := []netip.Addr{netip.MustParseAddr(h.UnderlayIP)}
+	for _, o := range st.Hosts {
+		if err := topo.DelNeighbors(o.Netns, "eth0", gone); err != nil {
+			return err
+		}
+	}
+	for _, m := range st.Etcd.Members {
+		if err := topo.DelNeighbors(m.Netns, "eth0", gone); err != nil {
+			return err
+		}
+	}
 	return st.Save()
 }
 

@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -255,7 +256,7 @@ func (p *plan) build(ctx context.Context, st *State, pr *progress) error {
 	if err := topo.CreateNS(p.names.UnderlayNS()); err != nil {
 		return err
 	}
-	if err := topo.CreateBridge(p.names.UnderlayNS(), p.names.Bridge(), netip.Prefix{}, p.UnderlayMTU); err != nil {
+	if err := topo.CreateBridge(p.names.UnderlayNS(), p.names.Bridge(), netip.Prefix{}, p.UnderlayMTU, nil); err != nil {
 		return err
 	}
 	// etcd.
@@ -268,7 +269,7 @@ func (p *plan) build(ctx context.Context, st *State, pr *progress) error {
 	}
 	// Hosts.
 	crashPoint("after-etcd")
-	pr.phase("hosts")
+	pr.phase(fmt.Sprintf("hosts (%d)", p.Hosts))
 	st.Hosts = make([]HostState, p.Hosts)
 	g, _ := errgroup.WithContext(ctx)
 	g.SetLimit(8)
@@ -286,11 +287,14 @@ func (p *plan) build(ctx context.Context, st *State, pr *progress) error {
 	if err := g.Wait(); err != nil {
 		return err
 	}
+	if err := wireUnderlay(st, nil); err != nil {
+		return err
+	}
 	if err := st.Save(); err != nil {
 		return err
 	}
 	// Agents.
-	pr.phase("agents")
+	pr.phase(fmt.Sprintf("agents (%d, waiting for each to hold a lease)", p.Hosts))
 	for i := range st.Hosts {
 		if err := StartAgent(st, &st.Hosts[i], p.Binary, p.agentArgsOn(i+1)); err != nil {
 			return err
@@ -306,7 +310,7 @@ func (p *plan) build(ctx context.Context, st *State, pr *progress) error {
 		return err
 	}
 	// Containers.
-	pr.phase("containers")
+	pr.phase(fmt.Sprintf("containers (%d per host)", p.Containers))
 	g, _ = errgroup.WithContext(ctx)
 	g.SetLimit(8)
 	for i := range st.Hosts {
@@ -339,6 +343,58 @@ func (p *plan) agentArgsOn(i int) []string {
 		return p.PerHost[i-1].AgentArgs
 	}
 	return p.AgentArgs
+}
+
+// underlayNeighbors lists every node on the underlay with its MAC.
+func (s *State) underlayNeighbors() []topo.Neighbor {
+	var ns []topo.Neighbor
+	for _, h := range s.Hosts {
+		i, err := strconv.Atoi(strings.TrimPrefix(h.Name, "h"))
+		if err != nil {
+			continue
+		}
+		ns = append(ns, topo.Neighbor{IP: netip.MustParseAddr(h.UnderlayIP), MAC: topo.MAC(topo.MACHost, i, 0)})
+	}
+	for k, m := range s.Etcd.Members {
+		ns = append(ns, topo.Neighbor{IP: netip.MustParseAddr(m.IP), MAC: topo.MAC(topo.MACEtcd, 0, k+1)})
+	}
+	return ns
+}
+
+// wireUnderlay writes static ARP entries for the underlay (see
+// topo.SetNeighbors for why): in every node's namespace an entry for every
+// other node, or, with only set, just entries for those nodes everywhere and
+// all entries in those nodes.
+func wireUnderlay(st *State, only []string) error {
+	all := st.underlayNeighbors()
+	nodes := map[string]netip.Addr{} // netns -> its own address
+	for _, h := range st.Hosts {
+		nodes[h.Netns] = netip.MustParseAddr(h.UnderlayIP)
+	}
+	for _, m := range st.Etcd.Members {
+		nodes[m.Netns] = netip.MustParseAddr(m.IP)
+	}
+	var onlyIPs []netip.Addr
+	for _, ns := range only {
+		onlyIPs = append(onlyIPs, nodes[ns])
+	}
+	g := new(errgroup.Group)
+	g.SetLimit(8)
+	for ns, self := range nodes {
+		g.Go(func() error {
+			var want []topo.Neighbor
+			for _, n := range all {
+				if n.IP == self {
+					continue
+				}
+				if only == nil || contains(only, ns) || slices.Contains(onlyIPs, n.IP) {
+					want = append(want, n)
+				}
+			}
+			return topo.SetNeighbors(ns, "eth0", want)
+		})
+	}
+	return g.Wait()
 }
 
 // EnvCrashAt names a build phase at which `up` kills itself with SIGKILL
@@ -612,9 +668,11 @@ func (l layout) buildContainers(i, containers int, h *HostState) error {
 		return err
 	}
 	gw := env.Subnet // e.g. 10.10.3.1/24
-	if err := topo.CreateBridge(h.Netns, l.names.Bridge(), gw, env.MTU); err != nil {
+	brMAC := topo.MAC(topo.MACBridge, i, 0)
+	if err := topo.CreateBridge(h.Netns, l.names.Bridge(), gw, env.MTU, brMAC); err != nil {
 		return err
 	}
+	var mine []topo.Neighbor
 	ip := gw.Addr()
 	for j := 1; j <= containers; j++ {
 		ip = ip.Next()
@@ -630,9 +688,14 @@ func (l layout) buildContainers(i, containers int, h *HostState) error {
 		if err != nil {
 			return err
 		}
+		// Static ARP both ways (see topo.SetNeighbors for why).
+		if err := topo.SetNeighbors(c.Netns, "eth0", []topo.Neighbor{{IP: gw.Addr(), MAC: brMAC}}); err != nil {
+			return err
+		}
+		mine = append(mine, topo.Neighbor{IP: ip, MAC: topo.MAC(topo.MACContainer, i, j)})
 		h.Containers = append(h.Containers, c)
 	}
-	return nil
+	return topo.SetNeighbors(h.Netns, l.names.Bridge(), mine)
 }
 
 // Down stops the lab's processes and removes its namespaces and state. It

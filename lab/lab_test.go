@@ -60,6 +60,7 @@ func TestMatrixString(t *testing.T) {
 		Endpoints: []Endpoint{{Name: "h1/c1"}, {Name: "h2/c1"}},
 		Expected:  [][]bool{{false, true}, {true, false}},
 		Actual:    [][]bool{{false, true}, {false, false}},
+		Probed:    [][]bool{{false, true}, {true, false}},
 	}
 	if m.OK() || m.Failures() != 1 {
 		t.Fatalf("OK=%v failures=%d", m.OK(), m.Failures())

@@ -27,7 +27,8 @@ func (p *progress) phase(name string) {
 
 func (p *progress) closePhase(now time.Time) {
 	if p.cur != "" {
-		p.phases = append(p.phases, fmt.Sprintf("%s %s", p.cur, now.Sub(p.curAt).Round(time.Millisecond)))
+		name, _, _ := strings.Cut(p.cur, " (")
+		p.phases = append(p.phases, fmt.Sprintf("%s %s", name, now.Sub(p.curAt).Round(time.Millisecond)))
 		p.cur = ""
 	}
 }

@@ -113,6 +113,7 @@ const (
 	MACContainer byte = 0x02
 	MACEtcd      byte = 0x03
 	MACPort      byte = 0x04
+	MACBridge    byte = 0x05
 )
 
 // handleAt opens a netlink handle bound to a named namespace.
@@ -153,9 +154,9 @@ func CreateNS(name string) error {
 	return nil
 }
 
-// CreateBridge makes an up bridge in nsName, optionally with an address and
-// MTU. Bridged frames skip netfilter: the lab's bridges are plain wires.
-func CreateBridge(nsName, name string, addr netip.Prefix, mtu int) error {
+// CreateBridge makes an up bridge in nsName, optionally with an address,
+// MTU and MAC.
+func CreateBridge(nsName, name string, addr netip.Prefix, mtu int, mac net.HardwareAddr) error {
 	h, ns, err := handleAt(nsName)
 	if err != nil {
 		return err
@@ -164,6 +165,7 @@ func CreateBridge(nsName, name string, addr netip.Prefix, mtu int) error {
 	defer h.Close()
 	attrs := netlink.NewLinkAttrs()
 	attrs.Name = name
+	attrs.HardwareAddr = mac
 	if mtu > 0 {
 		attrs.MTU = mtu
 	}
@@ -295,4 +297,63 @@ func DeleteNamespaces(prefix string) ([]string, error) {
 
 func ipNet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+// Neighbor is one static IPv4 neighbour entry.
+type Neighbor struct {
+	IP  netip.Addr
+	MAC net.HardwareAddr
+}
+
+// SetNeighbors installs permanent neighbour entries on dev in nsName.
+//
+// The lab knows every MAC in advance, so it writes the underlay's and the
+// container bridges' ARP tables itself: the kernel's neighbour table limit
+// (gc_thresh3) is shared by every namespace on the machine, and a large lab
+// resolving dynamically would overflow it and lose packets. Permanent
+// entries are exempt from that limit.
+func SetNeighbors(nsName, dev string, ns []Neighbor) error {
+	if len(ns) == 0 {
+		return nil
+	}
+	h, nsh, err := handleAt(nsName)
+	if err != nil {
+		return err
+	}
+	defer nsh.Close()
+	defer h.Close()
+	l, err := h.LinkByName(dev)
+	if err != nil {
+		return fmt.Errorf("%s: find %s: %w", nsName, dev, err)
+	}
+	for _, n := range ns {
+		err := h.NeighSet(&netlink.Neigh{LinkIndex: l.Attrs().Index, Family: unix.AF_INET, State: netlink.NUD_PERMANENT,
+			IP: n.IP.AsSlice(), HardwareAddr: n.MAC})
+		if err != nil {
+			return fmt.Errorf("%s: neighbour %s lladdr %s on %s: %w", nsName, n.IP, n.MAC, dev, err)
+		}
+	}
+	return nil
+}
+
+// DelNeighbors removes neighbour entries for the given addresses; missing
+// ones are fine.
+func DelNeighbors(nsName, dev string, ips []netip.Addr) error {
+	h, nsh, err := handleAt(nsName)
+	if err != nil {
+		return err
+	}
+	defer nsh.Close()
+	defer h.Close()
+	l, err := h.LinkByName(dev)
+	if err != nil {
+		return nil // the link is gone, and its entries with it
+	}
+	for _, ip := range ips {
+		err := h.NeighDel(&netlink.Neigh{LinkIndex: l.Attrs().Index, Family: unix.AF_INET, IP: ip.AsSlice()})
+		if err != nil && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("%s: delete neighbour %s: %w", nsName, ip, err)
+		}
+	}
+	return nil
 }
