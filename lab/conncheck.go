@@ -244,24 +244,11 @@ func probeFrom(ctx context.Context, eps []Endpoint, i int, m *Matrix, mu *sync.M
 			round = dl
 		}
 		for time.Now().Before(round) {
-			_ = conn.SetReadDeadline(round)
-			k, peer, err := conn.ReadFrom(buf)
+			ip, _, err := readReply(conn, buf, id, round)
 			if err != nil {
 				break
 			}
-			rm, err := icmp.ParseMessage(1, buf[:k])
-			if err != nil || rm.Type != ipv4.ICMPTypeEchoReply {
-				continue
-			}
-			echo, ok := rm.Body.(*icmp.Echo)
-			if !ok || echo.ID != id {
-				continue
-			}
-			ip, ok := netip.AddrFromSlice(peer.(*net.IPAddr).IP)
-			if !ok {
-				continue
-			}
-			if j, ok := want[ip.Unmap()]; ok {
+			if j, ok := want[ip]; ok {
 				got[j] = true
 				mu.Lock()
 				m.Actual[i][j] = true
@@ -353,25 +340,15 @@ func windowFrom(ctx context.Context, eps []Endpoint, i int, targets []int, c *Co
 	}
 	read := func(until time.Time) {
 		for time.Now().Before(until) {
-			_ = conn.SetReadDeadline(until)
-			k, peer, err := conn.ReadFrom(buf)
+			ip, seq, err := readReply(conn, buf, id, until)
 			if err != nil {
 				return
 			}
-			rm, err := icmp.ParseMessage(1, buf[:k])
-			if err != nil || rm.Type != ipv4.ICMPTypeEchoReply {
+			p, ok := pending[seq]
+			if from, known := byIP[ip]; !ok || !known || from != p.to {
 				continue
 			}
-			echo, ok := rm.Body.(*icmp.Echo)
-			if !ok || echo.ID != id {
-				continue
-			}
-			ip, _ := netip.AddrFromSlice(peer.(*net.IPAddr).IP)
-			p, ok := pending[echo.Seq]
-			if from, known := byIP[ip.Unmap()]; !ok || !known || from != p.to {
-				continue
-			}
-			delete(pending, echo.Seq)
+			delete(pending, seq)
 			if time.Since(p.sent) <= replyTimeout {
 				c.Received[i][p.to]++
 			}
@@ -388,6 +365,32 @@ func windowFrom(ctx context.Context, eps []Endpoint, i int, targets []int, c *Co
 		default:
 			read(time.Now().Add(interval / 4))
 		}
+	}
+}
+
+// readReply waits until deadline for the next echo reply carrying id and
+// returns its source and sequence number; other ICMP is skipped. It fails
+// when the deadline passes.
+func readReply(conn *icmp.PacketConn, buf []byte, id int, deadline time.Time) (netip.Addr, int, error) {
+	_ = conn.SetReadDeadline(deadline)
+	for {
+		k, peer, err := conn.ReadFrom(buf)
+		if err != nil {
+			return netip.Addr{}, 0, err
+		}
+		rm, err := icmp.ParseMessage(1, buf[:k])
+		if err != nil || rm.Type != ipv4.ICMPTypeEchoReply {
+			continue
+		}
+		echo, ok := rm.Body.(*icmp.Echo)
+		if !ok || echo.ID != id {
+			continue
+		}
+		ip, ok := netip.AddrFromSlice(peer.(*net.IPAddr).IP)
+		if !ok {
+			continue
+		}
+		return ip.Unmap(), echo.Seq, nil
 	}
 }
 
