@@ -7,24 +7,22 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"net/netip"
-	"net/url"
 	"os"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	etcdversion "go.etcd.io/etcd/api/v3/version"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
 	"github.com/overlaylab/overlaylab/overlay/config"
 	"github.com/overlaylab/overlaylab/overlay/subnet"
+
+	"github.com/overlaylab/overlaylab/internal/loopetcd"
 )
 
 // ControlOptions configure a control-plane run.
@@ -138,11 +136,12 @@ func RunControl(ctx context.Context, o ControlOptions) (*ControlReport, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	e, endpoint, err := startLoopbackEtcd(dir)
+	srv, err := loopetcd.Start(dir)
 	if err != nil {
 		return nil, err
 	}
-	defer e.Close()
+	defer srv.Stop()
+	endpoint := srv.Endpoint
 	rep.Etcd = fmt.Sprintf("etcd %s embedded in the benchmark process on %s, data dir on %s", etcdversion.Version, endpoint, fsType(dir))
 	pf("control: %s\n", rep.Etcd)
 
@@ -370,59 +369,6 @@ func countOverlaps(ps []netip.Prefix) int {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-
-// startLoopbackEtcd runs a single-member etcd in this process on two free
-// loopback ports. The ports are found by binding and releasing them, so
-// another process could take one in between: a clash is retried.
-func startLoopbackEtcd(dir string) (*embed.Etcd, string, error) {
-	var last error
-	for range 5 {
-		cport, err := freeLoopbackPort()
-		if err != nil {
-			return nil, "", err
-		}
-		pport, err := freeLoopbackPort()
-		if err != nil {
-			return nil, "", err
-		}
-		cfg := embed.NewConfig()
-		cfg.Name = "bench"
-		cfg.Dir = dir
-		curl := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", cport)}
-		purl := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", pport)}
-		cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{curl}, []url.URL{curl}
-		cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{purl}, []url.URL{purl}
-		cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-		cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
-		e, err := embed.StartEtcd(cfg)
-		if err != nil {
-			last = err
-			if strings.Contains(err.Error(), "address already in use") {
-				os.RemoveAll(dir)
-				_ = os.MkdirAll(dir, 0o700)
-				continue
-			}
-			return nil, "", fmt.Errorf("start etcd: %w", err)
-		}
-		select {
-		case <-e.Server.ReadyNotify():
-			return e, curl.String(), nil
-		case <-time.After(30 * time.Second):
-			e.Close()
-			return nil, "", errors.New("etcd not ready within 30s")
-		}
-	}
-	return nil, "", fmt.Errorf("start etcd: %w", last)
-}
-
-func freeLoopbackPort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
 
 // fsType names the filesystem holding dir (etcd's fsync cost depends on it).
 func fsType(dir string) string {

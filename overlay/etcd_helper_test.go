@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -16,17 +15,15 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
+
+	"github.com/overlaylab/overlaylab/internal/loopetcd"
 )
 
 // agentEtcd is the in-process etcd every agent test talks to. Tests keep out
 // of each other's way with their own key prefix (or, for the default prefix,
 // by deleting the keys they use first).
-var agentEtcd struct {
-	e        *embed.Etcd
-	endpoint string
-}
+var agentEtcd *loopetcd.Server
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "overlaylab-agent-etcd-")
@@ -34,15 +31,14 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	e, endpoint, err := startTestEtcd(dir)
+	agentEtcd, err = loopetcd.Start(dir)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
-	agentEtcd.e, agentEtcd.endpoint = e, endpoint
 	code := m.Run()
-	e.Close()
+	agentEtcd.Stop()
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -58,52 +54,11 @@ func freeTCPPort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-// startTestEtcd starts a single-member etcd on 127.0.0.1 with fresh ports.
-func startTestEtcd(dir string) (*embed.Etcd, string, error) {
-	var lastErr error
-	for range 5 {
-		cport, err := freeTCPPort()
-		if err != nil {
-			return nil, "", err
-		}
-		pport, err := freeTCPPort()
-		if err != nil {
-			return nil, "", err
-		}
-		cfg := embed.NewConfig()
-		cfg.Dir = dir
-		cfg.Name = "agent-test"
-		curl := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", cport)}
-		purl := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", pport)}
-		cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{curl}, []url.URL{curl}
-		cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{purl}, []url.URL{purl}
-		cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-		// etcd logs its own orderly shutdown as errors; keep test output clean.
-		cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
-		e, err := embed.StartEtcd(cfg)
-		if err != nil {
-			lastErr = fmt.Errorf("start etcd: %w", err)
-			if strings.Contains(err.Error(), "address already in use") {
-				continue
-			}
-			return nil, "", lastErr
-		}
-		select {
-		case <-e.Server.ReadyNotify():
-			return e, curl.String(), nil
-		case <-time.After(20 * time.Second):
-			e.Close()
-			return nil, "", fmt.Errorf("etcd not ready after 20s")
-		}
-	}
-	return nil, "", lastErr
-}
-
 // etcdClient is a client of the test etcd, closed when the test ends.
 func etcdClient(t *testing.T) *clientv3.Client {
 	t.Helper()
 	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   []string{agentEtcd.endpoint},
+		Endpoints:   []string{agentEtcd.Endpoint},
 		DialTimeout: 5 * time.Second,
 		Logger:      zap.NewNop(),
 	})
@@ -189,7 +144,7 @@ func agentOptions(t *testing.T, lb *logBuffer) Options {
 		t.Fatal(err)
 	}
 	return Options{
-		EtcdEndpoints: []string{agentEtcd.endpoint},
+		EtcdEndpoints: []string{agentEtcd.Endpoint},
 		Iface:         "lo",
 		HealthzIP:     "127.0.0.1",
 		HealthzPort:   port,

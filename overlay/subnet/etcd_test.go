@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -13,21 +11,14 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
-)
 
-// testEtcd is an in-process single-member etcd on loopback.
-type testEtcd struct {
-	dir          string
-	cport, pport int
-	e            *embed.Etcd
-	endpoint     string
-}
+	"github.com/overlaylab/overlaylab/internal/loopetcd"
+)
 
 // sharedEtcd serves every test that does not need to stop its etcd; tests
 // isolate themselves with their own key prefix.
-var sharedEtcd *testEtcd
+var sharedEtcd *loopetcd.Server
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "overlaylab-subnet-etcd-")
@@ -35,105 +26,33 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	sharedEtcd, err = startEtcd(dir)
+	sharedEtcd, err = loopetcd.Start(dir)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
 	code := m.Run()
-	sharedEtcd.stop()
+	sharedEtcd.Stop()
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
 
-// freePort asks the kernel for an unused loopback port. Another process could
-// grab it before etcd binds it, so startEtcd retries.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-func startEtcd(dir string) (*testEtcd, error) {
-	var lastErr error
-	for range 5 {
-		cport, err := freePort()
-		if err != nil {
-			return nil, err
-		}
-		pport, err := freePort()
-		if err != nil {
-			return nil, err
-		}
-		te := &testEtcd{dir: dir, cport: cport, pport: pport, endpoint: fmt.Sprintf("http://127.0.0.1:%d", cport)}
-		if lastErr = te.start(); lastErr == nil {
-			return te, nil
-		}
-		if !strings.Contains(lastErr.Error(), "address already in use") {
-			return nil, lastErr
-		}
-	}
-	return nil, lastErr
-}
-
-// config builds a fresh embed.Config each start: StartEtcd keeps state in
-// the one it is given, and a restart must reuse the same ports and data.
-func (te *testEtcd) config() *embed.Config {
-	cfg := embed.NewConfig()
-	cfg.Dir = te.dir
-	cfg.Name = "test"
-	curl := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", te.cport)}
-	purl := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", te.pport)}
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{curl}, []url.URL{curl}
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{purl}, []url.URL{purl}
-	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-	// A nop logger: even at "error" level etcd reports its own orderly
-	// shutdown as errors, which would bury the test's output.
-	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
-	return cfg
-}
-
-func (te *testEtcd) start() error {
-	e, err := embed.StartEtcd(te.config())
-	if err != nil {
-		return fmt.Errorf("start etcd: %w", err)
-	}
-	select {
-	case <-e.Server.ReadyNotify():
-	case <-time.After(20 * time.Second):
-		e.Close()
-		return fmt.Errorf("etcd not ready after 20s")
-	}
-	te.e = e
-	return nil
-}
-
-func (te *testEtcd) stop() {
-	if te.e != nil {
-		te.e.Close()
-		te.e = nil
-	}
-}
-
 // startOwnEtcd gives a test its own etcd, for tests that stop or restart it.
-func startOwnEtcd(t *testing.T) *testEtcd {
+func startOwnEtcd(t *testing.T) *loopetcd.Server {
 	t.Helper()
-	te, err := startEtcd(t.TempDir())
+	te, err := loopetcd.Start(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(te.stop)
+	t.Cleanup(te.Stop)
 	return te
 }
 
-func newClient(t *testing.T, te *testEtcd) *clientv3.Client {
+func newClient(t *testing.T, te *loopetcd.Server) *clientv3.Client {
 	t.Helper()
 	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   []string{te.endpoint},
+		Endpoints:   []string{te.Endpoint},
 		DialTimeout: 5 * time.Second,
 		Logger:      zap.NewNop(),
 	})

@@ -822,9 +822,9 @@ func TestWatchLeasesSurvivesEtcdRestart(t *testing.T) {
 		return m.KeepLease(ctx, cfg, a, func(l Lease) { changes <- l })
 	})
 
-	te.stop()
+	te.Stop()
 	time.Sleep(500 * time.Millisecond)
-	if err := te.start(); err != nil {
+	if err := te.Restart(); err != nil {
 		t.Fatal(err)
 	}
 	// The client redials with gRPC's backoff (1s, 1.6s, 2.6s...); wait for
