@@ -48,6 +48,8 @@ type Options struct {
 	SubnetSeed int64
 	// UDPMode is the udp backend's datapath: "fast" or "simple".
 	UDPMode string
+	// Pprof serves /debug/pprof/ on the healthz address.
+	Pprof bool
 	Logger  *slog.Logger
 }
 

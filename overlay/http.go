@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"runtime"
 	"strconv"
@@ -41,6 +42,14 @@ func (a *Agent) serveHTTP(ctx context.Context) error {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 		a.writeMetrics(w)
 	})
+	if a.opts.Pprof {
+		// Profiles of the running datapath, for `make bench` and for
+		// anyone chasing where the time goes. Off by default.
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		<-ctx.Done()

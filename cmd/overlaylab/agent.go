@@ -96,6 +96,7 @@ func agentCmd() *cobra.Command {
 	f.StringVar(&o.HealthzIP, "healthz-ip", "0.0.0.0", "address for /healthz, /readyz and /metrics")
 	f.IntVar(&o.HealthzPort, "healthz-port", 0, "port for /healthz, /readyz and /metrics (0 disables)")
 	f.IntVarP(&verbose, "v", "v", 0, "log verbosity (0 info, 1+ debug)")
+	f.BoolVar(&o.Pprof, "pprof", false, "serve Go profiles at /debug/pprof/ on the healthz address (needs --healthz-port)")
 	f.Int64Var(&o.SubnetSeed, "subnet-seed", 0, "seed for picking a free subnet (labs; 0 = random)")
 	_ = f.MarkHidden("subnet-seed")
 	// Test knobs, as flags so a lab or scenario can pass them per agent.
