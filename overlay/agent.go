@@ -49,8 +49,8 @@ type Options struct {
 	// UDPMode is the udp backend's datapath: "fast" or "simple".
 	UDPMode string
 	// Pprof serves /debug/pprof/ on the healthz address.
-	Pprof bool
-	Logger  *slog.Logger
+	Pprof  bool
+	Logger *slog.Logger
 }
 
 // Factories maps Backend.Type to its implementation.
