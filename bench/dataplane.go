@@ -9,6 +9,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/overlaylab/overlaylab/lab"
@@ -23,6 +24,7 @@ type Config struct {
 	AgentArgs []string `json:"agentArgs,omitempty"`
 	Baseline  bool     `json:"baseline,omitempty"`
 	labSuffix string   // the lab is named <prefix><labSuffix>
+	profile   bool     // take CPU profiles of the agents (needs --pprof)
 }
 
 // Configuration names.
@@ -40,8 +42,8 @@ const (
 func DefaultConfigs() []Config {
 	return []Config{
 		{Name: CfgBaseline, Backend: "host-gw", Baseline: true, labSuffix: "base"},
-		{Name: CfgUDPFast, Backend: "udp", AgentArgs: []string{"--udp-mode=fast"}, labSuffix: "udpf"},
-		{Name: CfgUDPSimple, Backend: "udp", AgentArgs: []string{"--udp-mode=simple"}, labSuffix: "udps"},
+		{Name: CfgUDPFast, Backend: "udp", AgentArgs: []string{"--udp-mode=fast", "--pprof"}, labSuffix: "udpf", profile: true},
+		{Name: CfgUDPSimple, Backend: "udp", AgentArgs: []string{"--udp-mode=simple", "--pprof"}, labSuffix: "udps", profile: true},
 		{Name: CfgVXLAN, Backend: "vxlan", labSuffix: "vxl"},
 		{Name: CfgHostGW, Backend: "host-gw", labSuffix: "hgw"},
 	}
@@ -193,6 +195,9 @@ type ConfigResult struct {
 	Error   string             `json:"error,omitempty"`
 	Rounds  []RoundResult      `json:"rounds"`
 	Summary map[string]Summary `json:"summary"`
+	// Profiles are CPU profiles of both agents during the first round's
+	// one-stream transfer (udp configurations only).
+	Profiles []AgentProfile `json:"profiles,omitempty"`
 }
 
 // RoundResult holds one round's figures of one configuration; a metric
@@ -236,6 +241,8 @@ type runner struct {
 	fromNS, toNS string
 	toIP         netip.Addr
 	agents       []int
+	cfg          Config
+	profiles     []AgentProfile
 }
 
 // Run brings up one lab per configuration, measures every configuration
@@ -305,6 +312,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 				break // an interrupted round is not a measurement
 			}
 			r.res.Rounds = append(r.res.Rounds, rr)
+			if r.profiles != nil && r.res.Profiles == nil {
+				r.res.Profiles = r.profiles
+			}
 			pf("  %-10s %s\n", r.res.Name, roundLine(rr))
 		}
 		if ctx.Err() != nil {
@@ -371,7 +381,7 @@ func bringUp(ctx context.Context, o Options, c Config, res *ConfigResult, ours *
 		_ = lab.Down(context.Background(), o.StateRoot, res.Lab)
 		return nil, err
 	}
-	r := &runner{res: res, st: st}
+	r := &runner{res: res, st: st, cfg: c}
 	h1, h2 := &st.Hosts[0], &st.Hosts[1]
 	r.agents = []int{h1.AgentPID, h2.AgentPID}
 	var eps []lab.Endpoint
@@ -428,8 +438,33 @@ func (r *runner) measure(ctx context.Context, o Options, round int) RoundResult 
 
 	var usage AgentUsage
 	var uerr error
+	during := func(ctx context.Context) { usage, uerr = SampleAgents(ctx, r.agents, 100*time.Millisecond) }
+	if r.cfg.profile && round == 1 && len(r.st.Hosts) >= 2 {
+		sample := during
+		during = func(ctx context.Context) {
+			var wg sync.WaitGroup
+			secs := max(int((o.Duration-o.Warmup)/time.Second), 1)
+			profs := make([]AgentProfile, 2)
+			for k, role := range []string{"sender side (encapsulates)", "receiver side (decapsulates)"} {
+				h := r.st.Hosts[k]
+				profs[k] = AgentProfile{Host: h.Name, Role: role, Seconds: secs}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					top, err := fetchProfile(ctx, h.Netns, 9285, secs, 12)
+					profs[k].Top = top
+					if err != nil {
+						profs[k].Error = err.Error()
+					}
+				}()
+			}
+			sample(ctx)
+			wg.Wait()
+			r.profiles = profs
+		}
+	}
 	t1 := Transfer{FromNetns: r.fromNS, ToNetns: r.toNS, ToIP: r.toIP, Streams: 1, Duration: o.Duration, Warmup: o.Warmup,
-		During: func(ctx context.Context) { usage, uerr = SampleAgents(ctx, r.agents, 100*time.Millisecond) }}
+		During: during}
 	if res, err := t1.Run(ctx); err != nil {
 		fail("tcp 1 stream", err)
 	} else {

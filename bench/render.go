@@ -236,6 +236,26 @@ func Markdown(r *Report) string {
 		}
 		b.WriteString("\n")
 	}
+	for i := range r.Configs {
+		c := &r.Configs[i]
+		if len(c.Profiles) == 0 {
+			continue
+		}
+		fmt.Fprintf(&b, "### Where the %s agents spend their CPU\n\n", c.Name)
+		b.WriteString("Go CPU profiles (`--pprof`) of both agents during round 1's one-stream transfer; the functions with the most samples of their own (flat), with the share including what they call (cum). Time in system calls shows under `syscall.Syscall6`/`internal/runtime/syscall` and friends: that is the kernel's work for the TUN device and the UDP socket.\n\n")
+		for _, p := range c.Profiles {
+			fmt.Fprintf(&b, "**%s, %s** (%d s):", p.Host, p.Role, p.Seconds)
+			if p.Error != "" {
+				fmt.Fprintf(&b, " no profile: %s\n\n", mdEscape(p.Error))
+				continue
+			}
+			b.WriteString("\n\n| function | flat % | cum % |\n|---|---:|---:|\n")
+			for _, e := range p.Top {
+				fmt.Fprintf(&b, "| `%s` | %.1f | %.1f |\n", e.Function, e.FlatPct, e.CumPct)
+			}
+			b.WriteString("\n")
+		}
+	}
 	if len(r.Targets) > 0 {
 		b.WriteString("### Targets\n\nThe udp backend's fast datapath (`--udp-mode fast`) against its goals, from the figures above.\n\n")
 		b.WriteString("| target | goal | status | measured |\n|---|---|---|---|\n")
