@@ -40,7 +40,14 @@ var _ = Describe("up killed with SIGKILL while building", func() {
 			if dropState {
 				Expect(os.RemoveAll(lab.StateDir(stateRoot, name))).To(Succeed())
 			}
-			r = run("down", "--all", "--state-dir", stateRoot)
+			// down --all removes every lab on the machine, a developer's
+			// too: CI (CI=true) proves it, a local run uses the lab's name
+			// (which takes the same path without state).
+			if os.Getenv("CI") == "true" {
+				r = run("down", "--all", "--state-dir", stateRoot)
+			} else {
+				r = run(labArgs(name, "down")...)
+			}
 			Expect(r.code).To(Equal(0), r.String())
 			Expect(netnsWithPrefix(topo.Names{Lab: name}.Prefix())).To(BeEmpty())
 			Eventually(func() []string { return markedProcesses(name) }).Should(BeEmpty())

@@ -37,6 +37,12 @@ func spawn(bin, nsName, lab, role string, args []string, logPath string) (int, e
 	cmd.Stdout = logf
 	cmd.Stderr = logf
 	cmd.Env = append(os.Environ(), EnvLab+"="+lab, EnvRole+"="+role)
+	// A lab packs many "hosts" onto a few cores: one scheduler thread per
+	// agent keeps them from fighting each other (measured: +15-25% udp
+	// throughput on 2 cores). A GOMAXPROCS the user set wins.
+	if strings.HasPrefix(role, "agent-") && os.Getenv("GOMAXPROCS") == "" {
+		cmd.Env = append(cmd.Env, "GOMAXPROCS=1")
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	// The child inherits the netns of the thread that forks it.
 	if err := nsutil.DoNamed(nsName, cmd.Start); err != nil {

@@ -104,7 +104,7 @@ func agentCmd() *cobra.Command {
 	f.DurationVar(&leaseRenew, "lease-renew-margin", 0, "renew this long before expiry (tests; overrides --subnet-lease-renew-margin)")
 	_ = f.MarkHidden("lease-ttl")
 	_ = f.MarkHidden("lease-renew-margin")
-	f.StringVar(&o.UDPMode, "udp-mode", "simple", "udp backend datapath: simple (one packet per syscall, as flanneld); fast arrives with the batched datapath")
+	f.StringVar(&o.UDPMode, "udp-mode", "fast", "udp backend datapath: fast (batched syscalls, TUN and UDP segmentation offloads) or simple (one packet per syscall, as flanneld); same datagrams on the wire")
 	return cmd
 }
 

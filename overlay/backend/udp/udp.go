@@ -4,6 +4,11 @@
 // datagram to that peer's PublicIP on the backend port (8285). Datagrams
 // received on the port are admitted (known peer, inner addresses that fit)
 // and written back into the TUN device.
+//
+// Two datapaths move the same datagrams: "simple" (one packet per syscall,
+// as upstream flanneld) and "fast" (the default: batches, TUN and UDP
+// segmentation offloads; see fast.go). Either talks to the other and to
+// upstream flanneld.
 package udp
 
 import (
@@ -65,7 +70,11 @@ type UDP struct {
 	metrics *backend.Metrics
 	log     *slog.Logger
 
-	tun  *os.File
+	mode string   // "fast" or "simple"
+	offl offloads // the fast mode's allowed offloads
+	fast *fastPath
+
+	tun  *os.File // simple mode
 	conn *net.UDPConn
 	mtu  int
 
@@ -76,15 +85,23 @@ type UDP struct {
 
 // New is the backend.Factory for "udp".
 func New(cfg *config.Config, ext backend.External, m *backend.Metrics, o backend.Options) (backend.Backend, error) {
-	switch o.UDPMode {
-	case "", "simple":
+	mode := o.UDPMode
+	switch mode {
+	case "":
+		mode = "fast"
+	case "fast", "simple":
 	default:
-		return nil, fmt.Errorf("--udp-mode %q: use simple", o.UDPMode)
+		return nil, fmt.Errorf("--udp-mode %q: must be fast or simple", o.UDPMode)
+	}
+	offl, err := parseOffloads(os.Getenv(OffloadsEnv))
+	if err != nil {
+		return nil, err
 	}
 	if cfg.Backend.Port <= 0 || cfg.Backend.Port > 65535 {
 		return nil, fmt.Errorf("udp backend: Port %d: must be 1..65535", cfg.Backend.Port)
 	}
-	b := &UDP{cfg: cfg, ext: ext, metrics: m, log: slog.Default().With("backend", "udp"), peers: map[netip.Prefix]route{}}
+	b := &UDP{cfg: cfg, ext: ext, metrics: m, log: slog.Default().With("backend", "udp", "mode", mode),
+		mode: mode, offl: offl, peers: map[netip.Prefix]route{}}
 	b.tab.Store(&table{subnetLen: cfg.SubnetLen, bySubnet: map[netip.Prefix]route{}, byPublic: map[netip.Addr]netip.Prefix{}})
 	return b, nil
 }
@@ -94,6 +111,12 @@ func (b *UDP) Prepare(ctx context.Context) (backend.Published, error) {
 	b.mtu = b.cfg.MTU
 	if b.mtu == 0 {
 		b.mtu = b.ext.Iface.MTU - encapOverhead
+	}
+	if b.mode == "fast" {
+		if err := b.prepareFast(); err != nil {
+			return backend.Published{}, err
+		}
+		return backend.Published{BackendType: "udp", MTU: b.mtu}, nil
 	}
 	tun, err := openTun(TunName)
 	if err != nil {
@@ -162,6 +185,9 @@ func (b *UDP) Configure(ctx context.Context, own subnet.Lease) error {
 	if err := netlink.LinkSetMTU(link, b.mtu); err != nil {
 		return fmt.Errorf("udp backend: MTU %d on %s: %w", b.mtu, TunName, err)
 	}
+	if b.fast != nil {
+		b.fast.configureFastLink(link, b.log)
+	}
 	if err := netlink.LinkSetUp(link); err != nil {
 		return fmt.Errorf("udp backend: set %s up: %w", TunName, err)
 	}
@@ -219,6 +245,9 @@ func (b *UDP) publishLocked(own netip.Prefix) {
 
 // Run moves packets both ways until ctx is done.
 func (b *UDP) Run(ctx context.Context) error {
+	if b.fast != nil {
+		return b.runFast(ctx)
+	}
 	errc := make(chan error, 2)
 	go func() { errc <- b.tunToUDP() }()
 	go func() { errc <- b.udpToTun() }()
@@ -315,7 +344,14 @@ func (b *UDP) udpToTun() error {
 // admit decides whether a decapsulated packet may enter this host.
 func (t *table) admit(from, innerSrc, innerDst netip.Addr) (backend.DropReason, bool) {
 	peer, ok := t.byPublic[from]
-	if !ok {
+	return t.admitFrom(peer, ok, innerSrc, innerDst)
+}
+
+// admitFrom is admit once the sender's subnet has been looked up (known
+// says whether the sender is a peer at all): a batch from one sender looks
+// it up once.
+func (t *table) admitFrom(peer netip.Prefix, known bool, innerSrc, innerDst netip.Addr) (backend.DropReason, bool) {
+	if !known {
 		return backend.DropNotPeer, false
 	}
 	if !peer.Contains(innerSrc) || !t.own.IsValid() || !t.own.Contains(innerDst) {
@@ -328,6 +364,9 @@ func (t *table) admit(from, innerSrc, innerDst netip.Addr) (backend.DropReason, 
 // non-persistent device and its routes with the last descriptor.
 func (b *UDP) Close() error {
 	var errs []error
+	if b.fast != nil {
+		errs = append(errs, b.fast.close())
+	}
 	if b.conn != nil {
 		errs = append(errs, b.conn.Close())
 	}
