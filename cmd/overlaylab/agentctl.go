@@ -31,8 +31,7 @@ func killCmd() *cobra.Command {
 			return lab.KillAgent(st, args[0], s)
 		},
 	}
-	cmd.Flags().StringVar(&name, "name", lab.DefaultName, "lab name")
-	cmd.Flags().StringVar(&root, "state-dir", lab.DefaultStateRoot, "where labs keep their state")
+	labFlags(cmd, &name, &root)
 	cmd.Flags().StringVar(&sig, "signal", "TERM", "signal: TERM, KILL or INT")
 	return cmd
 }
@@ -60,8 +59,7 @@ func startCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&name, "name", lab.DefaultName, "lab name")
-	cmd.Flags().StringVar(&root, "state-dir", lab.DefaultStateRoot, "where labs keep their state")
+	labFlags(cmd, &name, &root)
 	return cmd
 }
 
@@ -115,8 +113,7 @@ func hostCmd() *cobra.Command {
 	}
 	remove.Flags().BoolVar(&keepLease, "keep-lease", false, "leave the lease to expire instead of deleting it")
 	for _, c := range []*cobra.Command{add, remove} {
-		c.Flags().StringVar(&name, "name", lab.DefaultName, "lab name")
-		c.Flags().StringVar(&root, "state-dir", lab.DefaultStateRoot, "where labs keep their state")
+		labFlags(c, &name, &root)
 	}
 	cmd.AddCommand(add, remove)
 	return cmd

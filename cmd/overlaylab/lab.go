@@ -80,9 +80,8 @@ func downCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&name, "name", lab.DefaultName, "lab name")
+	labFlags(cmd, &name, &root)
 	cmd.Flags().BoolVar(&all, "all", false, "remove every lab and every ol-* leftover")
-	cmd.Flags().StringVar(&root, "state-dir", lab.DefaultStateRoot, "where labs keep their state")
 	return cmd
 }
 
@@ -114,9 +113,8 @@ func statusCmd() *cobra.Command {
 			}
 		},
 	}
-	cmd.Flags().StringVar(&name, "name", lab.DefaultName, "lab name")
+	labFlags(cmd, &name, &root)
 	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: json or table")
-	cmd.Flags().StringVar(&root, "state-dir", lab.DefaultStateRoot, "where labs keep their state")
 	return cmd
 }
 
@@ -149,8 +147,7 @@ func execCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&name, "name", lab.DefaultName, "lab name")
-	cmd.Flags().StringVar(&root, "state-dir", lab.DefaultStateRoot, "where labs keep their state")
+	labFlags(cmd, &name, &root)
 	return cmd
 }
 
@@ -229,4 +226,10 @@ func etcdProxyCmd() *cobra.Command {
 	cmd.Flags().StringVar(&listen, "listen", "", "address:port to listen on")
 	cmd.Flags().StringVar(&target, "target", "", "external etcd host:port")
 	return cmd
+}
+
+// labFlags adds --name and --state-dir, which every lab command takes.
+func labFlags(cmd *cobra.Command, name, root *string) {
+	cmd.Flags().StringVar(name, "name", lab.DefaultName, "lab name")
+	cmd.Flags().StringVar(root, "state-dir", lab.DefaultStateRoot, "where labs keep their state")
 }
