@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"io"
 	"net"
 	"net/http"
@@ -19,8 +18,6 @@ import (
 
 	"github.com/overlaylab/overlaylab/internal/nsutil"
 	"github.com/overlaylab/overlaylab/lab"
-	"github.com/overlaylab/overlaylab/overlay/subnet"
-	"github.com/overlaylab/overlaylab/topo"
 )
 
 // peerEntries is the overlay state a host's kernel holds for its peers.
@@ -140,31 +137,9 @@ func peersGauge(ns string) int {
 	return n
 }
 
-// peerMACs is the MAC a frame to each host carries on the wire: the VTEP
-// MAC from its lease for vxlan, its eth0 MAC for host-gw, nil for udp.
-func peerMACs(st *lab.State) map[string]net.HardwareAddr {
-	out := map[string]net.HardwareAddr{}
-	keys := etcdKeys(st)
-	for i, h := range st.Hosts {
-		switch st.Backend {
-		case "host-gw":
-			out[h.Name] = topo.MAC(topo.MACHost, i+1, 0)
-		case "vxlan":
-			var v struct{ BackendData struct{ VtepMAC string } }
-			key := "/coreos.com/network/subnets/" + subnet.SubnetKey(netip.MustParsePrefix(h.Subnet))
-			if json.Unmarshal([]byte(keys[key]), &v) == nil {
-				mac, err := net.ParseMAC(v.BackendData.VtepMAC)
-				ExpectWithOffset(1, err).NotTo(HaveOccurred(), "VtepMAC of %s in %s", h.Name, keys[key])
-				out[h.Name] = mac
-			}
-		}
-	}
-	return out
-}
-
 // putConfig writes the network config key directly.
 func putConfig(st *lab.State, value string) {
-	putKey(st, "/coreos.com/network/config", value)
+	ExpectWithOffset(1, lab.PutConfig(context.Background(), st, value)).To(Succeed())
 }
 
 // putKey writes one key of the lab's etcd.

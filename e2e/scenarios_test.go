@@ -41,6 +41,24 @@ var _ = Describe("scenario library", func() {
 			for _, p := range []string{"junit.xml", "report.html"} {
 				Expect(filepath.Join(out, p)).To(BeARegularFile())
 			}
+			// Hosts that join or leave are drawn with the moment they did.
+			for _, step := range res.Timeline {
+				if step.Action != scenarios.ActionHostAdd && step.Action != scenarios.ActionHostRemove {
+					continue
+				}
+				var found bool
+				for _, h := range res.Topology.Hosts {
+					at := h.AddedAt
+					if step.Action == scenarios.ActionHostRemove {
+						at = h.RemovedAt
+					}
+					if h.Name == step.Host && at != nil {
+						found = true
+						Expect(*at).To(BeNumerically(">=", step.At), "%s %s", step.Action, h.Name)
+					}
+				}
+				Expect(found).To(BeTrue(), "%s of %s is not in the topology", step.Action, step.Host)
+			}
 		})
 	}
 })

@@ -172,7 +172,9 @@ var _ = Describe("untrusted packets", func() {
 			DeferCleanup(func() { run(labArgs(name, "down")...) })
 			st = status(name)
 			atk = attacker(st)
-			macs = peerMACs(st)
+			var err error
+			macs, err = st.WireMACs(context.Background())
+			Expect(err).NotTo(HaveOccurred())
 		})
 
 		frame := func(src, dst lab.HostState, m []byte) []byte {

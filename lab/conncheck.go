@@ -185,6 +185,13 @@ func pingMatrix(ctx context.Context, eps []Endpoint, probe, expect func(i, j int
 
 var probeRun atomic.Uint32
 
+// nextEchoID is the ICMP echo ID of source i's next probe run. A fresh ID
+// per run: conntrack remembers ICMP IDs for a while, and a reused one could
+// ride on an old NAT mapping.
+func nextEchoID(i int) int {
+	return int(probeRun.Add(1)*7919+uint32(os.Getpid())*31+uint32(i)) & 0xffff
+}
+
 // probeFrom owns one raw ICMP socket in the source namespace. Raw ICMP
 // sockets see every reply in the namespace, so replies are matched by our
 // echo ID and the target's address.
@@ -194,9 +201,7 @@ func probeFrom(ctx context.Context, eps []Endpoint, i int, m *Matrix, mu *sync.M
 		return err
 	}
 	defer conn.Close()
-	// A fresh ID per probe run: conntrack remembers ICMP IDs for a while, and
-	// a reused one could ride on an old NAT mapping.
-	id := int(probeRun.Add(1)*7919+uint32(os.Getpid())*31+uint32(i)) & 0xffff
+	id := nextEchoID(i)
 
 	want := map[netip.Addr]int{}
 	for j, dst := range eps {
@@ -311,7 +316,7 @@ func windowFrom(ctx context.Context, eps []Endpoint, i int, targets []int, c *Co
 		return err
 	}
 	defer conn.Close()
-	id := int(probeRun.Add(1)*7919+uint32(os.Getpid())*31+uint32(i)) & 0xffff
+	id := nextEchoID(i)
 	byIP := map[netip.Addr]int{}
 	for _, j := range targets {
 		byIP[eps[j].IP] = j

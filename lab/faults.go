@@ -15,9 +15,11 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/vishvananda/netlink"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sys/unix"
 
 	"github.com/overlaylab/overlaylab/internal/nsutil"
+	"github.com/overlaylab/overlaylab/overlay/subnet"
 	"github.com/overlaylab/overlaylab/topo"
 )
 
@@ -36,11 +38,8 @@ func hostIndex(st *State, host string) (int, *HostState, error) {
 	if !ok {
 		return 0, nil, fmt.Errorf("no host %q in lab %q", host, st.Name)
 	}
-	i, err := strconv.Atoi(strings.TrimPrefix(h.Name, "h"))
-	if err != nil {
-		return 0, nil, fmt.Errorf("host name %q: %w", h.Name, err)
-	}
-	return i, h, nil
+	i, err := h.Index()
+	return i, h, err
 }
 
 // SetLink takes a host's underlay link down or up (its port on the
@@ -51,7 +50,7 @@ func SetLink(st *State, host string, up bool) error {
 		return err
 	}
 	port := topo.Names{Lab: st.Name}.HostPort(i)
-	return withHandle(st.Underlay.Netns, func(h *netlink.Handle) error {
+	return topo.WithHandle(st.Underlay.Netns, func(h *netlink.Handle) error {
 		l, err := h.LinkByName(port)
 		if err != nil {
 			return fmt.Errorf("%s: find %s: %w", st.Underlay.Netns, port, err)
@@ -61,20 +60,6 @@ func SetLink(st *State, host string, up bool) error {
 		}
 		return h.LinkSetDown(l)
 	})
-}
-
-func withHandle(ns string, fn func(*netlink.Handle) error) error {
-	nh, err := nsutil.Handle(ns)
-	if err != nil {
-		return err
-	}
-	defer nh.Close()
-	h, err := netlink.NewHandleAt(nh)
-	if err != nil {
-		return fmt.Errorf("netlink in %s: %w", ns, err)
-	}
-	defer h.Close()
-	return fn(h)
 }
 
 func withNft(ns string, fn func(*nftables.Conn) error) error {
@@ -237,7 +222,7 @@ func SetRate(st *State, host string, bps uint64) error {
 		return err
 	}
 	apply := func(ns, dev string) error {
-		return withHandle(ns, func(nh *netlink.Handle) error {
+		return topo.WithHandle(ns, func(nh *netlink.Handle) error {
 			l, err := nh.LinkByName(dev)
 			if err != nil {
 				return fmt.Errorf("%s: find %s: %w", ns, dev, err)
@@ -367,17 +352,12 @@ func EtcdLeader(ctx context.Context, st *State) (int, error) {
 
 // PutConfig writes the network config key verbatim.
 func PutConfig(ctx context.Context, st *State, value string) error {
-	cli, err := st.EtcdClient()
-	if err != nil {
-		return err
-	}
-	defer cli.Close()
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if _, err := cli.Put(ctx, "/coreos.com/network/config", value); err != nil {
-		return fmt.Errorf("write network config: %w", err)
-	}
-	return nil
+	return st.withEtcd(ctx, func(ctx context.Context, cli *clientv3.Client) error {
+		if _, err := cli.Put(ctx, subnet.DefaultPrefix+"/config", value); err != nil {
+			return fmt.Errorf("write network config: %w", err)
+		}
+		return nil
+	})
 }
 
 // AgentExit reads how a host's last agent ended, when the process that

@@ -7,10 +7,11 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/overlaylab/overlaylab/internal/nsutil"
 	"github.com/overlaylab/overlaylab/overlay/subnet"
@@ -37,7 +38,7 @@ func AddHost(ctx context.Context, st *State, bin string, o HostOptions) (*HostSt
 	}
 	i := 1
 	for _, h := range st.Hosts {
-		if n, err := strconv.Atoi(strings.TrimPrefix(h.Name, "h")); err == nil && n >= i {
+		if n, err := h.Index(); err == nil && n >= i {
 			i = n + 1
 		}
 	}
@@ -152,17 +153,12 @@ func DeleteLease(ctx context.Context, st *State, sub string) error {
 	if err != nil {
 		return fmt.Errorf("subnet %q: %w", sub, err)
 	}
-	cli, err := st.EtcdClient()
-	if err != nil {
-		return err
-	}
-	defer cli.Close()
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if _, err := cli.Delete(ctx, subnet.DefaultPrefix+"/subnets/"+subnet.SubnetKey(p)); err != nil {
-		return fmt.Errorf("delete lease %s: %w", sub, err)
-	}
-	return nil
+	return st.withEtcd(ctx, func(ctx context.Context, cli *clientv3.Client) error {
+		if _, err := cli.Delete(ctx, subnet.DefaultPrefix+"/subnets/"+subnet.SubnetKey(p)); err != nil {
+			return fmt.Errorf("delete lease %s: %w", sub, err)
+		}
+		return nil
+	})
 }
 
 // subnetFileReady is the readiness test for an agent without /readyz.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
+	"net"
 	"net/netip"
 	"os/exec"
 	"sort"
@@ -15,6 +17,9 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/overlaylab/overlaylab/internal/nsutil"
+	"github.com/overlaylab/overlaylab/overlay/backend/vxlan"
+	"github.com/overlaylab/overlaylab/overlay/subnet"
+	"github.com/overlaylab/overlaylab/topo"
 )
 
 // HostOfIP finds the host whose container has ip.
@@ -23,7 +28,7 @@ func (s *State) HostOfIP(ip netip.Addr) *HostState { return s.hostOf(ip) }
 // Routes lists a namespace's IPv4 routes as "dst [via gw] dev name".
 func Routes(ns string) ([]string, error) {
 	var out []string
-	err := withHandle(ns, func(h *netlink.Handle) error {
+	err := topo.WithHandle(ns, func(h *netlink.Handle) error {
 		rs, err := h.RouteList(nil, netlink.FAMILY_V4)
 		if err != nil {
 			return fmt.Errorf("%s: list routes: %w", ns, err)
@@ -54,7 +59,7 @@ func Routes(ns string) ([]string, error) {
 // Promisc puts a device into promiscuous mode, so a capture on a bridge
 // sees the frames it forwards between its ports.
 func Promisc(ns, dev string) error {
-	return withHandle(ns, func(h *netlink.Handle) error {
+	return topo.WithHandle(ns, func(h *netlink.Handle) error {
 		l, err := h.LinkByName(dev)
 		if err != nil {
 			return fmt.Errorf("%s: find %s: %w", ns, dev, err)
@@ -112,51 +117,105 @@ func Dump(ns string) string {
 	return b.String()
 }
 
-// DumpEtcd lists every key under /coreos.com/network with its lease TTL.
-func DumpEtcd(st *State) string {
-	cli, err := st.EtcdClient()
+// withEtcd runs one short operation against the lab's etcd, with its own
+// client and a deadline.
+func (s *State) withEtcd(ctx context.Context, fn func(context.Context, *clientv3.Client) error) error {
+	cli, err := s.EtcdClient()
 	if err != nil {
-		return err.Error()
+		return err
 	}
 	defer cli.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	resp, err := cli.Get(ctx, "/coreos.com/network/", clientv3.WithPrefix())
+	return fn(ctx, cli)
+}
+
+// DumpEtcd lists every key under /coreos.com/network with its lease TTL.
+func DumpEtcd(st *State) string {
+	var b strings.Builder
+	err := st.withEtcd(context.Background(), func(ctx context.Context, cli *clientv3.Client) error {
+		resp, err := cli.Get(ctx, subnet.DefaultPrefix+"/", clientv3.WithPrefix())
+		if err != nil {
+			return err
+		}
+		for _, kv := range resp.Kvs {
+			ttl := ""
+			if kv.Lease != 0 {
+				if t, err := cli.TimeToLive(ctx, clientv3.LeaseID(kv.Lease)); err == nil {
+					ttl = fmt.Sprintf(" (lease %x, ttl %ds)", kv.Lease, t.TTL)
+				}
+			}
+			fmt.Fprintf(&b, "%s = %s%s\n", kv.Key, kv.Value, ttl)
+		}
+		return nil
+	})
 	if err != nil {
 		return "etcd: " + err.Error()
-	}
-	var b strings.Builder
-	for _, kv := range resp.Kvs {
-		ttl := ""
-		if kv.Lease != 0 {
-			if t, err := cli.TimeToLive(ctx, clientv3.LeaseID(kv.Lease)); err == nil {
-				ttl = fmt.Sprintf(" (lease %x, ttl %ds)", kv.Lease, t.TTL)
-			}
-		}
-		fmt.Fprintf(&b, "%s = %s%s\n", kv.Key, kv.Value, ttl)
 	}
 	return b.String()
 }
 
+// Leases reads the lab's current leases through the agent's own subnet
+// manager, so keys and values are parsed exactly as the agents parse them.
+func (s *State) Leases(ctx context.Context) ([]subnet.Lease, error) {
+	var leases []subnet.Lease
+	err := s.withEtcd(ctx, func(ctx context.Context, cli *clientv3.Client) error {
+		var err error
+		leases, _, err = subnet.NewManager(cli, subnet.Options{Logger: slog.New(slog.DiscardHandler)}).Leases(ctx)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read leases: %w", err)
+	}
+	return leases, nil
+}
+
 // LeaseOf returns the subnet leased to publicIP in the lab's etcd, or "".
 func LeaseOf(ctx context.Context, st *State, publicIP string) (string, error) {
-	cli, err := st.EtcdClient()
+	leases, err := st.Leases(ctx)
 	if err != nil {
 		return "", err
 	}
-	defer cli.Close()
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	resp, err := cli.Get(ctx, "/coreos.com/network/subnets/", clientv3.WithPrefix())
-	if err != nil {
-		return "", fmt.Errorf("read leases: %w", err)
-	}
-	for _, kv := range resp.Kvs {
-		var v struct{ PublicIP string }
-		if json.Unmarshal(kv.Value, &v) == nil && v.PublicIP == publicIP {
-			k := strings.TrimPrefix(string(kv.Key), "/coreos.com/network/subnets/")
-			return strings.Replace(k, "-", "/", 1), nil
+	for _, l := range leases {
+		if l.Attrs.PublicIP.String() == publicIP {
+			return l.Subnet.String(), nil
 		}
 	}
 	return "", nil
+}
+
+// WireMACs is the destination MAC a frame to each host carries on the
+// underlay: the VTEP MAC from its lease for vxlan, its eth0 MAC for
+// host-gw; nothing for udp (the frame goes to the peer's IP stack).
+func (s *State) WireMACs(ctx context.Context) (map[string]net.HardwareAddr, error) {
+	out := map[string]net.HardwareAddr{}
+	switch s.Backend {
+	case "host-gw":
+		for i := range s.Hosts {
+			if n, err := s.Hosts[i].Index(); err == nil {
+				out[s.Hosts[i].Name] = topo.MAC(topo.MACHost, n, 0)
+			}
+		}
+	case "vxlan":
+		leases, err := s.Leases(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, l := range leases {
+			var d vxlan.Data
+			if json.Unmarshal(l.Attrs.BackendData, &d) != nil {
+				continue
+			}
+			mac, err := net.ParseMAC(d.VtepMAC)
+			if err != nil {
+				return nil, fmt.Errorf("lease %s: VtepMAC %q: %w", l.Subnet, d.VtepMAC, err)
+			}
+			for _, h := range s.Hosts {
+				if h.UnderlayIP == l.Attrs.PublicIP.String() {
+					out[h.Name] = mac
+				}
+			}
+		}
+	}
+	return out, nil
 }

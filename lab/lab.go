@@ -349,7 +349,7 @@ func (p *plan) agentArgsOn(i int) []string {
 func (s *State) underlayNeighbors() []topo.Neighbor {
 	var ns []topo.Neighbor
 	for _, h := range s.Hosts {
-		i, err := strconv.Atoi(strings.TrimPrefix(h.Name, "h"))
+		i, err := h.Index()
 		if err != nil {
 			continue
 		}

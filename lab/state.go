@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 )
 
 // DefaultStateRoot holds one directory per lab.
@@ -118,6 +120,16 @@ func Load(root, name string) (*State, error) {
 		return nil, fmt.Errorf("lab %q: state %s: %w", name, statePath(StateDir(root, name)), err)
 	}
 	return &s, nil
+}
+
+// Index is the host's number: 3 for h3. It fixes the host's underlay
+// address and MACs.
+func (h *HostState) Index() (int, error) {
+	i, err := strconv.Atoi(strings.TrimPrefix(h.Name, "h"))
+	if err != nil || i < 1 {
+		return 0, fmt.Errorf("host name %q is not h<N>", h.Name)
+	}
+	return i, nil
 }
 
 // Host finds a host by name.

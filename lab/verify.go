@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"path/filepath"
 	"strings"
@@ -33,6 +34,32 @@ func (s *State) hostOf(ip netip.Addr) *HostState {
 		}
 	}
 	return nil
+}
+
+// EchoFlows is how every echo request from host's containers to another
+// host's container among eps, for the pairs sel picks, must cross host's
+// wire: between the two hosts' underlay addresses (host-gw has no outer
+// header) and, when macs names the peer, to that peer's MAC.
+func (s *State) EchoFlows(host string, eps []Endpoint, sel func(i, j int) bool, macs map[string]net.HardwareAddr) []pcapcheck.Flow {
+	var flows []pcapcheck.Flow
+	for i, src := range eps {
+		from := s.hostOf(src.IP)
+		if from == nil || from.Name != host {
+			continue
+		}
+		for j, dst := range eps {
+			to := s.hostOf(dst.IP)
+			if to == nil || to.Name == host || !sel(i, j) {
+				continue
+			}
+			f := pcapcheck.Flow{InnerSrc: src.IP, InnerDst: dst.IP, DstMAC: macs[to.Name]}
+			if s.Backend != "host-gw" {
+				f.OuterSrc, f.OuterDst = netip.MustParseAddr(from.UnderlayIP), netip.MustParseAddr(to.UnderlayIP)
+			}
+			flows = append(flows, f)
+		}
+	}
+	return flows
 }
 
 // fullMatrixLimit is the most containers whose every pair `up` probes; a
@@ -139,22 +166,11 @@ func Verify(ctx context.Context, st *State, pr *progress) error {
 	if cerr != nil {
 		return fmt.Errorf("capture: %w", cerr)
 	}
-	x := pcapcheck.Expect{Encap: st.Encap()}
-	for i, src := range eps {
-		if st.hostOf(src.IP).Name != h1.Name {
-			continue
-		}
-		for j, dst := range eps {
-			peer := st.hostOf(dst.IP)
-			if peer.Name == h1.Name || !m.Probed[i][j] {
-				continue
-			}
-			x.Echoes = append(x.Echoes, pcapcheck.Flow{
-				OuterSrc: netip.MustParseAddr(h1.UnderlayIP), OuterDst: netip.MustParseAddr(peer.UnderlayIP),
-				InnerSrc: src.IP, InnerDst: dst.IP,
-			})
-		}
+	macs, err := st.WireMACs(ctx)
+	if err != nil {
+		return err
 	}
+	x := pcapcheck.Expect{Encap: st.Encap(), Echoes: st.EchoFlows(h1.Name, eps, func(i, j int) bool { return m.Probed[i][j] }, macs)}
 	rep := pcapcheck.Check(pcapcheck.Decode(frames, x.Encap), x)
 	if !rep.OK {
 		return fmt.Errorf("wire check on %s eth0 failed (capture %s):\n%s", h1.Name, st.Capture, rep.Summary)

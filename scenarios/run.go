@@ -156,9 +156,6 @@ func (r *runner) play(ctx context.Context) {
 			r.failed = true
 		}
 	}
-	r.mu.Lock()
-	r.res.Topology = mergeTopology(r.res.Topology, topology(r.st))
-	r.mu.Unlock()
 	r.collect(r.failed || r.sc.Artifacts.Dumps)
 	r.keepPcaps()
 	if r.failed {
@@ -344,9 +341,24 @@ func (r *runner) do(ctx context.Context, s *Step) error {
 			return fmt.Errorf("the lab named the new host %s, the scenario expected %s", h.Name, s.Host)
 		}
 		r.lease[h.Name] = h.Subnet
+		at := r.since()
+		th := TopologyHost{Name: h.Name, UnderlayIP: h.UnderlayIP, Subnet: h.Subnet, AddedAt: &at}
+		for _, c := range h.Containers {
+			th.Containers = append(th.Containers, TopologyContainer{Name: c.Name, IP: c.IP})
+		}
+		r.res.Topology.Hosts = append(r.res.Topology.Hosts, th)
 		return nil
 	case ActionHostRemove:
-		return lab.RemoveHost(ctx, st, s.Host, true)
+		if err := lab.RemoveHost(ctx, st, s.Host, true); err != nil {
+			return err
+		}
+		at := r.since()
+		for i := range r.res.Topology.Hosts {
+			if r.res.Topology.Hosts[i].Name == s.Host {
+				r.res.Topology.Hosts[i].RemovedAt = &at
+			}
+		}
+		return nil
 	case ActionConfigSet:
 		return lab.PutConfig(ctx, st, s.Config)
 	}
@@ -405,34 +417,6 @@ func topology(st *lab.State) Topology {
 		t.Hosts = append(t.Hosts, th)
 	}
 	return t
-}
-
-// mergeTopology adds hosts present only at the end, and marks hosts that
-// were there at ready but are gone.
-func mergeTopology(start, end Topology) Topology {
-	in := map[string]bool{}
-	for _, h := range end.Hosts {
-		in[h.Name] = true
-	}
-	was := map[string]bool{}
-	out := start
-	out.Hosts = nil
-	for _, h := range start.Hosts {
-		was[h.Name] = true
-		if !in[h.Name] {
-			var zero time.Duration
-			h.RemovedAt = &zero
-		}
-		out.Hosts = append(out.Hosts, h)
-	}
-	for _, h := range end.Hosts {
-		if !was[h.Name] {
-			var zero time.Duration
-			h.AddedAt = &zero
-			out.Hosts = append(out.Hosts, h)
-		}
-	}
-	return out
 }
 
 // collect writes dumps (routes, neighbours, FDB, links, nftables, etcd keys)
@@ -974,17 +958,8 @@ func (r *runner) checkEncap(ctx context.Context, e *Expectation, end <-chan stru
 		pctx, cancel := context.WithTimeout(ctx, max(e.Within, 2*time.Second))
 		m, _ := lab.PingMatrix(pctx, eps, pair, 250*time.Millisecond)
 		cancel()
-		for i := range eps {
-			for j := range eps {
-				if pair(i, j) && m != nil && m.Actual[i][j] {
-					src, dst := st.HostOfIP(eps[i].IP), st.HostOfIP(eps[j].IP)
-					f := pcapcheck.Flow{InnerSrc: eps[i].IP, InnerDst: eps[j].IP}
-					if c.Backend != "host-gw" && src != nil && dst != nil {
-						f.OuterSrc, f.OuterDst = netip.MustParseAddr(src.UnderlayIP), netip.MustParseAddr(dst.UnderlayIP)
-					}
-					x.Echoes = append(x.Echoes, f)
-				}
-			}
+		if m != nil {
+			x.Echoes = st.EchoFlows(c.Host, eps, func(i, j int) bool { return m.Actual[i][j] }, nil)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

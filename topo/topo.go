@@ -130,6 +130,17 @@ func handleAt(nsName string) (*netlink.Handle, netns.NsHandle, error) {
 	return h, ns, nil
 }
 
+// WithHandle runs fn with a netlink handle bound to the named namespace.
+func WithHandle(nsName string, fn func(*netlink.Handle) error) error {
+	h, ns, err := handleAt(nsName)
+	if err != nil {
+		return err
+	}
+	defer ns.Close()
+	defer h.Close()
+	return fn(h)
+}
+
 // CreateNS creates a namespace and brings its loopback up.
 func CreateNS(name string) error {
 	if nsutil.Exists(name) {
@@ -138,50 +149,42 @@ func CreateNS(name string) error {
 	if err := nsutil.Create(name); err != nil {
 		return err
 	}
-	h, ns, err := handleAt(name)
-	if err != nil {
-		return err
-	}
-	defer ns.Close()
-	defer h.Close()
-	lo, err := h.LinkByName("lo")
-	if err != nil {
-		return fmt.Errorf("%s: find lo: %w", name, err)
-	}
-	if err := h.LinkSetUp(lo); err != nil {
-		return fmt.Errorf("%s: set lo up: %w", name, err)
-	}
-	return nil
+	return WithHandle(name, func(h *netlink.Handle) error {
+		lo, err := h.LinkByName("lo")
+		if err != nil {
+			return fmt.Errorf("%s: find lo: %w", name, err)
+		}
+		if err := h.LinkSetUp(lo); err != nil {
+			return fmt.Errorf("%s: set lo up: %w", name, err)
+		}
+		return nil
+	})
 }
 
 // CreateBridge makes an up bridge in nsName, optionally with an address,
 // MTU and MAC.
 func CreateBridge(nsName, name string, addr netip.Prefix, mtu int, mac net.HardwareAddr) error {
-	h, ns, err := handleAt(nsName)
-	if err != nil {
-		return err
-	}
-	defer ns.Close()
-	defer h.Close()
-	attrs := netlink.NewLinkAttrs()
-	attrs.Name = name
-	attrs.HardwareAddr = mac
-	if mtu > 0 {
-		attrs.MTU = mtu
-	}
-	br := &netlink.Bridge{LinkAttrs: attrs}
-	if err := h.LinkAdd(br); err != nil {
-		return fmt.Errorf("%s: create bridge %s: %w", nsName, name, err)
-	}
-	if addr.IsValid() {
-		if err := h.AddrAdd(br, &netlink.Addr{IPNet: ipNet(addr)}); err != nil {
-			return fmt.Errorf("%s: address %s on %s: %w", nsName, addr, name, err)
+	return WithHandle(nsName, func(h *netlink.Handle) error {
+		attrs := netlink.NewLinkAttrs()
+		attrs.Name = name
+		attrs.HardwareAddr = mac
+		if mtu > 0 {
+			attrs.MTU = mtu
 		}
-	}
-	if err := h.LinkSetUp(br); err != nil {
-		return fmt.Errorf("%s: set %s up: %w", nsName, name, err)
-	}
-	return nil
+		br := &netlink.Bridge{LinkAttrs: attrs}
+		if err := h.LinkAdd(br); err != nil {
+			return fmt.Errorf("%s: create bridge %s: %w", nsName, name, err)
+		}
+		if addr.IsValid() {
+			if err := h.AddrAdd(br, &netlink.Addr{IPNet: ipNet(addr)}); err != nil {
+				return fmt.Errorf("%s: address %s on %s: %w", nsName, addr, name, err)
+			}
+		}
+		if err := h.LinkSetUp(br); err != nil {
+			return fmt.Errorf("%s: set %s up: %w", nsName, name, err)
+		}
+		return nil
+	})
 }
 
 // Attachment is one veth between a node namespace and a bridge.
@@ -316,44 +319,36 @@ func SetNeighbors(nsName, dev string, ns []Neighbor) error {
 	if len(ns) == 0 {
 		return nil
 	}
-	h, nsh, err := handleAt(nsName)
-	if err != nil {
-		return err
-	}
-	defer nsh.Close()
-	defer h.Close()
-	l, err := h.LinkByName(dev)
-	if err != nil {
-		return fmt.Errorf("%s: find %s: %w", nsName, dev, err)
-	}
-	for _, n := range ns {
-		err := h.NeighSet(&netlink.Neigh{LinkIndex: l.Attrs().Index, Family: unix.AF_INET, State: netlink.NUD_PERMANENT,
-			IP: n.IP.AsSlice(), HardwareAddr: n.MAC})
+	return WithHandle(nsName, func(h *netlink.Handle) error {
+		l, err := h.LinkByName(dev)
 		if err != nil {
-			return fmt.Errorf("%s: neighbour %s lladdr %s on %s: %w", nsName, n.IP, n.MAC, dev, err)
+			return fmt.Errorf("%s: find %s: %w", nsName, dev, err)
 		}
-	}
-	return nil
+		for _, n := range ns {
+			err := h.NeighSet(&netlink.Neigh{LinkIndex: l.Attrs().Index, Family: unix.AF_INET, State: netlink.NUD_PERMANENT,
+				IP: n.IP.AsSlice(), HardwareAddr: n.MAC})
+			if err != nil {
+				return fmt.Errorf("%s: neighbour %s lladdr %s on %s: %w", nsName, n.IP, n.MAC, dev, err)
+			}
+		}
+		return nil
+	})
 }
 
 // DelNeighbors removes neighbour entries for the given addresses; missing
 // ones are fine.
 func DelNeighbors(nsName, dev string, ips []netip.Addr) error {
-	h, nsh, err := handleAt(nsName)
-	if err != nil {
-		return err
-	}
-	defer nsh.Close()
-	defer h.Close()
-	l, err := h.LinkByName(dev)
-	if err != nil {
-		return nil // the link is gone, and its entries with it
-	}
-	for _, ip := range ips {
-		err := h.NeighDel(&netlink.Neigh{LinkIndex: l.Attrs().Index, Family: unix.AF_INET, IP: ip.AsSlice()})
-		if err != nil && !errors.Is(err, unix.ENOENT) {
-			return fmt.Errorf("%s: delete neighbour %s: %w", nsName, ip, err)
+	return WithHandle(nsName, func(h *netlink.Handle) error {
+		l, err := h.LinkByName(dev)
+		if err != nil {
+			return nil // the link is gone, and its entries with it
 		}
-	}
-	return nil
+		for _, ip := range ips {
+			err := h.NeighDel(&netlink.Neigh{LinkIndex: l.Attrs().Index, Family: unix.AF_INET, IP: ip.AsSlice()})
+			if err != nil && !errors.Is(err, unix.ENOENT) {
+				return fmt.Errorf("%s: delete neighbour %s: %w", nsName, ip, err)
+			}
+		}
+		return nil
+	})
 }
