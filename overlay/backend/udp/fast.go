@@ -1,24 +1,29 @@
 package udp
 
 // The fast datapath ("--udp-mode fast", the default) moves the same
-// datagrams as the simple one, with far fewer syscalls and no per-packet
-// allocation:
+// datagrams as the simple one, with far fewer syscalls, copies and wakeups:
 //
-//   - flannel0 is opened with IFF_VNET_HDR and TSO/USO/checksum offloads
-//     (golang.zx2c4.com/wireguard/tun), so one read returns a whole TCP
-//     segmentation batch (up to 64 KiB), which the library splits into
-//     MTU-sized packets with their checksums filled in (GSO). One write
-//     takes a batch of packets and merges consecutive TCP (and UDP) segments
-//     of a flow into one large packet for the kernel (GRO).
-//   - The UDP socket sends a batch with one sendmmsg, and packets to the same
-//     peer that have the same size share one message with UDP_SEGMENT (UDP
-//     GSO): the kernel cuts it into the same datagrams as before. It reads
-//     with one recvmmsg, with UDP_GRO: a buffer holding several datagrams of
-//     one sender is split back into packets here.
-//   - Buffers are allocated once, and packets never cross goroutines: one
+//   - flannel0 is opened with IFF_VNET_HDR and TSO/USO/checksum offloads, so
+//     one read returns a whole TCP segmentation batch (up to 64 KiB). It is
+//     cut into MTU-sized datagrams without copying the payload (segment.go:
+//     each datagram is a rebuilt header plus a slice of the read buffer, its
+//     checksum computed in one pass), and the whole batch leaves with one
+//     sendmmsg, runs of equal-size datagrams to one peer as one UDP GSO
+//     message each (the kernel cuts it into the same datagrams as before).
+//   - The socket receives with recvmmsg and UDP_GRO, so a buffer holds up to
+//     64 datagrams of one sender; a TCP flow's consecutive segments are
+//     written to flannel0 as one large segment (coalesce.go), again without
+//     copying: one writev of the first segment, its header rewritten, and the
+//     others' payloads.
+//   - Buffers are allocated once; packets never cross goroutines: one
 //     goroutine reads the TUN device and sends, another receives and writes.
+//     The hot syscalls are non-blocking and made as raw syscalls, so the Go
+//     scheduler does not hand the thread's P away (and wake another thread)
+//     during the tens of microseconds the kernel spends inside sendmmsg or
+//     writev carrying a 64 KiB batch through the stack; the poller parks a
+//     loop only when its descriptor is empty.
 //
-// Admission and metrics are the simple path's, per packet. Every offload
+// Admission and metrics are the simple path's, per datagram. Every offload
 // falls back cleanly when the kernel refuses it, and OffloadsEnv turns them
 // off by hand; the features in use are logged at start.
 
@@ -28,25 +33,19 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/netip"
 	"os"
 	"syscall"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
-	wgtun "golang.zx2c4.com/wireguard/tun"
 
 	"github.com/overlaylab/overlaylab/overlay/backend"
 )
 
 const (
-	// headroom is the room in front of each packet in a buffer: the TUN
-	// library writes its virtio-net header (10 bytes) there.
-	headroom = 16
-	// tunBatch is how many packets one TUN read may return (flannel0's
+	// tunBatch is the most datagrams one TUN read may become (flannel0's
 	// gso_max_segs is capped to it in configureFastLink, so every TSO batch
-	// fits; the kernel cuts bigger ones itself) and how many MTU-sized
-	// buffers feed one TUN write.
+	// fits; the kernel cuts bigger ones itself).
 	tunBatch = 128
 	// recvBatch is how many messages one recvmmsg may fill; with UDP GRO
 	// each can hold 64 KiB of datagrams.
@@ -71,8 +70,7 @@ type features struct {
 
 // fastPath is the fast datapath's kernel state.
 type fastPath struct {
-	dev  wgtun.Device
-	file *os.File // dev's file, for deadlines
+	dev  *tunDev
 	conn *net.UDPConn
 	rc   syscall.RawConn
 	feat features
@@ -86,54 +84,53 @@ func (b *UDP) prepareFast() error {
 	if err != nil {
 		return err
 	}
-	// The library sets the same offloads again and owns the descriptor from
-	// here on (closing it on Close). It is "unmonitored": no goroutines
-	// watching netlink, the agent configures the device.
-	dev, _, err := wgtun.CreateUnmonitoredTUNFromFD(fd)
+	dev, err := newTunDev(fd, vnet)
 	if err != nil {
-		// Not closed here: the library may already have wrapped fd in an
-		// *os.File whose finalizer closes it (closing it twice could hit a
-		// descriptor reused meanwhile). The agent exits on this error.
 		return fmt.Errorf("udp backend: tun %s: %w", TunName, err)
 	}
-	f.dev, f.file = dev, dev.File()
-	f.feat.vnetHdr, f.feat.uso = vnet && dev.BatchSize() > 1, uso && dev.BatchSize() > 1
+	f.dev = dev
+	f.feat.vnetHdr, f.feat.uso = vnet, uso
+	if err := f.openSocket(b.cfg.Backend.Port, b.offl); err != nil {
+		dev.close()
+		return fmt.Errorf("udp backend: %w", err)
+	}
+	b.fast = f
+	b.log.Info("fast udp datapath", "tun_vnet_hdr", f.feat.vnetHdr, "tun_tso", f.feat.vnetHdr, "tun_uso", f.feat.uso,
+		"udp_gso", f.feat.gso, "udp_gro", f.feat.gro, "offloads_env", os.Getenv(OffloadsEnv))
+	return nil
+}
 
-	conn, err := net.ListenUDP("udp4", &net.UDPAddr{Port: b.cfg.Backend.Port})
+// openSocket opens the UDP socket on port with large buffers and the UDP
+// offloads that are allowed and available.
+func (f *fastPath) openSocket(port int, offl offloads) error {
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{Port: port})
 	if err != nil {
-		dev.Close()
-		return fmt.Errorf("udp backend: listen on port %d: %w", b.cfg.Backend.Port, err)
+		return fmt.Errorf("listen on port %d: %w", port, err)
 	}
 	rc, err := conn.SyscallConn()
 	if err != nil {
 		conn.Close()
-		dev.Close()
-		return fmt.Errorf("udp backend: socket: %w", err)
+		return fmt.Errorf("socket: %w", err)
 	}
-	f.conn, f.rc = conn, rc
-	var rcvbuf, sndbuf int
 	cerr := rc.Control(func(fd uintptr) {
 		s := int(fd)
-		rcvbuf = setBuf(s, unix.SO_RCVBUFFORCE, unix.SO_RCVBUF)
-		sndbuf = setBuf(s, unix.SO_SNDBUFFORCE, unix.SO_SNDBUF)
-		if b.offl.gso {
+		setBuf(s, unix.SO_RCVBUFFORCE, unix.SO_RCVBUF)
+		setBuf(s, unix.SO_SNDBUFFORCE, unix.SO_SNDBUF)
+		if offl.gso {
 			// Support shows as a readable option (Linux 4.18+); the send
 			// path falls back per message if a send is refused anyway.
 			_, err := unix.GetsockoptInt(s, unix.SOL_UDP, unix.UDP_SEGMENT)
 			f.feat.gso = err == nil
 		}
-		if b.offl.gro {
+		if offl.gro {
 			f.feat.gro = unix.SetsockoptInt(s, unix.SOL_UDP, unix.UDP_GRO, 1) == nil
 		}
 	})
 	if cerr != nil {
-		f.close()
-		return fmt.Errorf("udp backend: socket options: %w", cerr)
+		conn.Close()
+		return fmt.Errorf("socket options: %w", cerr)
 	}
-	b.fast = f
-	b.log.Info("fast udp datapath", "tun_vnet_hdr", f.feat.vnetHdr, "tun_tso", f.feat.vnetHdr, "tun_uso", f.feat.uso,
-		"udp_gso", f.feat.gso, "udp_gro", f.feat.gro, "tun_batch", dev.BatchSize(), "rcvbuf", rcvbuf, "sndbuf", sndbuf,
-		"offloads_env", os.Getenv(OffloadsEnv))
+	f.conn, f.rc = conn, rc
 	return nil
 }
 
@@ -211,14 +208,14 @@ func (f *fastPath) close() error {
 		errs = append(errs, f.conn.Close())
 	}
 	if f.dev != nil {
-		errs = append(errs, f.dev.Close())
+		errs = append(errs, f.dev.close())
 	}
 	return errors.Join(errs...)
 }
 
 // stop wakes both loops.
 func (f *fastPath) stop() {
-	_ = f.file.SetDeadline(immediate)
+	_ = f.dev.file.SetDeadline(immediate)
 	_ = f.conn.SetDeadline(immediate)
 }
 
@@ -227,85 +224,56 @@ func stopped(err error) bool {
 	return errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, os.ErrClosed) || errors.Is(err, net.ErrClosed)
 }
 
-// tunToUDPFast reads batches from flannel0, routes each packet and sends
-// the batch with one sendmmsg, runs of equal-size packets to one peer as
+// tunReads is how many TUN reads one send batch gathers at most: the first
+// waits, the others only take what is already queued.
+const tunReads = 8
+
+// tunToUDPFast reads what flannel0 has queued (up to tunReads reads), cuts
+// large segments into datagrams without copying their payload and sends the
+// whole batch with one sendmmsg, runs of equal-size datagrams to one peer as
 // one UDP GSO message each.
 func (b *UDP) tunToUDPFast() error {
 	f := b.fast
-	n := max(f.dev.BatchSize(), 1)
-	// A packet the kernel did not segment lands in bufs[0]; segments of a
-	// TSO batch, never larger than the MTU, in the others.
-	bufs := segmentBuffers(n, headroom+b.segCap())
-	sizes := make([]int, n)
-	pkts := make([][]byte, 0, n)
-	dsts := make([]route, 0, n)
-	s := newSender(f.rc, n)
+	d := f.dev
+	bufs := carve(tunReads, d.hdrLen()+bufSize)
+	batch := newSendBatch(tunReads * tunBatch)
+	s := newSender(f.rc, cap(batch.dgrams))
 	var plan gsoPlanner
-	plan.msgs = make([]gsoMsg, 0, n)
+	plan.msgs = make([]gsoMsg, 0, cap(batch.dgrams))
 	gso := f.feat.gso
-	icmp := make([]byte, headroom+20+8+60+8)
-	icmpBufs := make([][]byte, 1)
+	icmp := make([]byte, vnetHdrLen+20+8+60+8)
 	for {
-		cnt, err := f.dev.Read(bufs, sizes, headroom)
-		if err != nil {
-			if stopped(err) {
-				return nil
-			}
-			var errno syscall.Errno
-			if errors.As(err, &errno) {
+		batch.reset()
+		for i := range tunReads {
+			n, err := d.read(bufs[i], i > 0)
+			if err != nil {
+				if stopped(err) {
+					return nil
+				}
 				return fmt.Errorf("read %s: %w", TunName, err)
 			}
-			// The library could not make sense of what the kernel handed
-			// over (a batch it cannot split); that is one packet lost.
-			b.metrics.Drop(backend.DropMalformed)
-			b.log.Debug("tun read", "err", err)
-			if cnt <= 0 {
-				continue
+			if n < 0 {
+				break // nothing more queued
 			}
-		}
-		t := b.tab.Load()
-		pkts, dsts = pkts[:0], dsts[:0]
-		plan.reset()
-		// The packets of a batch mostly share a destination (a TSO batch
-		// always does): look the route up once per destination change.
-		var last netip.Addr
-		var r route
-		var ok bool
-		for i := range cnt {
-			if sizes[i] > len(bufs[i])-headroom {
-				// A segment over the MTU we set (someone raised it by
-				// hand): the library cut it short.
-				b.metrics.Drop(backend.DropMalformed)
-				continue
-			}
-			pkt := bufs[i][headroom : headroom+sizes[i]]
-			_, dst, err := ipv4Addrs(pkt)
-			if err != nil {
-				b.metrics.Drop(dropReason(err))
-				continue
-			}
-			if dst != last {
-				r, ok = t.lookup(dst)
-				last = dst
-			}
-			if !ok {
-				b.metrics.Drop(backend.DropNoRoute)
-				if m := netUnreachable(icmp[headroom:], pkt); m > 0 {
-					icmpBufs[0] = icmp[:headroom+m]
-					if _, err := f.dev.Write(icmpBufs, headroom); err != nil && stopped(err) {
-						return nil
-					}
+			if err := b.queueTunPacket(batch, bufs[i][:n], icmp); err != nil {
+				if stopped(err) {
+					return nil
 				}
-				continue
+				return err
 			}
-			plan.add(len(pkts), len(pkt), r.dst, gso)
-			pkts = append(pkts, pkt)
-			dsts = append(dsts, r)
+			if batch.room() < tunBatch {
+				break
+			}
 		}
-		if len(pkts) == 0 {
+		if len(batch.dgrams) == 0 {
 			continue
 		}
-		if err := b.sendPlanned(s, &plan, pkts, dsts, &gso); err != nil {
+		plan.reset()
+		for i, g := range batch.dgrams {
+			plan.add(i, g.size, g.dst, gso)
+		}
+		plan.unbundle(b.mtu, batch.size)
+		if err := b.sendPlanned(s, &plan, batch, &gso); err != nil {
 			if stopped(err) {
 				return nil
 			}
@@ -314,11 +282,44 @@ func (b *UDP) tunToUDPFast() error {
 	}
 }
 
-// sendPlanned sends the planned messages, counting per packet. A UDP GSO
-// message the kernel refuses is sent again one datagram per packet; EIO
+// queueTunPacket routes what one TUN read returned and adds its datagrams
+// to the batch; a packet for no peer gets an ICMP net unreachable back.
+func (b *UDP) queueTunPacket(batch *sendBatch, buf, icmp []byte) error {
+	d := b.fast.dev
+	h, pkt, err := d.split(buf)
+	if err != nil {
+		b.metrics.Drop(backend.DropMalformed)
+		return nil
+	}
+	_, dst, err := ipv4Addrs(pkt)
+	if err != nil {
+		b.metrics.Drop(dropReason(err))
+		return nil
+	}
+	r, ok := b.tab.Load().lookup(dst)
+	if !ok {
+		b.metrics.Drop(backend.DropNoRoute)
+		if m := netUnreachable(icmp[vnetHdrLen:], pkt); m > 0 {
+			clear(icmp[:vnetHdrLen])
+			out := icmp[vnetHdrLen-d.hdrLen() : vnetHdrLen+m]
+			if err := d.write(out); err != nil && stopped(err) {
+				return err
+			}
+		}
+		return nil
+	}
+	if _, err := batch.addTunPacket(h, pkt, r.dst); err != nil {
+		b.metrics.Drop(backend.DropMalformed)
+		b.log.Debug("tun read", "err", err, "gso_type", h.gsoType, "gso_size", h.gsoSize, "len", len(pkt))
+	}
+	return nil
+}
+
+// sendPlanned sends the planned messages, counting per datagram. A UDP GSO
+// message the kernel refuses is sent again one datagram per message; EIO
 // (the egress device cannot checksum for us) turns UDP GSO off for good.
-func (b *UDP) sendPlanned(s *sender, plan *gsoPlanner, pkts [][]byte, dsts []route, gso *bool) error {
-	s.build(plan.msgs, pkts)
+func (b *UDP) sendPlanned(s *sender, plan *gsoPlanner, batch *sendBatch, gso *bool) error {
+	s.build(plan.msgs, batch)
 	for i := 0; i < len(plan.msgs); {
 		sent, errno, err := s.send(i, len(plan.msgs))
 		if err != nil {
@@ -344,28 +345,29 @@ func (b *UDP) sendPlanned(s *sender, plan *gsoPlanner, pkts [][]byte, dsts []rou
 		// Re-plan the rest of the batch without GSO and go on.
 		if errno == unix.EIO && *gso {
 			*gso = false
-			b.log.Warn("UDP GSO refused by the kernel; sending one datagram per packet from now on", "err", errno)
+			b.log.Warn("UDP GSO refused by the kernel; sending one datagram per message from now on", "err", errno)
 		} else {
-			b.log.Debug("UDP GSO message refused; resending its packets one by one", "err", errno, "segments", m.n, "size", m.size)
+			b.log.Debug("UDP GSO message refused; resending its datagrams one by one", "err", errno, "segments", m.n, "size", m.size)
 		}
 		first := m.first
 		plan.reset()
-		for j := first; j < len(pkts); j++ {
-			plan.add(j, len(pkts[j]), dsts[j].dst, false)
+		for j := first; j < len(batch.dgrams); j++ {
+			plan.add(j, batch.dgrams[j].size, batch.dgrams[j].dst, false)
 		}
-		s.build(plan.msgs, pkts)
+		s.build(plan.msgs, batch)
 		i = 0
 	}
 	return nil
 }
 
 // udpToTunFast receives batches with recvmmsg, splits UDP GRO buffers into
-// packets, admits each and writes them to flannel0 in batches, where the
-// library merges the TCP segments of a flow.
+// datagrams, admits each and writes them to flannel0, a flow's consecutive
+// TCP segments merged into one large segment.
 func (b *UDP) udpToTunFast() error {
 	f := b.fast
-	r := newReceiver(f.rc, recvBatch, headroom, bufSize, f.feat.gro)
-	w := &tunWriter{b: b, dev: f.dev, spare: carve(tunBatch, headroom+bufSize), bufs: make([][]byte, 0, recvBatch+tunBatch)}
+	d := f.dev
+	r := newReceiver(f.rc, recvBatch, bufSize, f.feat.gro)
+	c := newCoalescer(recvBatch*maxGSOSegments, d.vnet)
 	for {
 		n, err := r.recv()
 		if err != nil {
@@ -375,121 +377,61 @@ func (b *UDP) udpToTunFast() error {
 			return fmt.Errorf("read udp: %w", err)
 		}
 		t := b.tab.Load()
+		c.reset()
 		for i := range n {
-			from, data, segSize, trunc := r.msg(i, headroom)
+			from, data, segSize, trunc := r.msg(i)
 			if trunc {
 				b.metrics.Drop(backend.DropMalformed)
 				continue
 			}
-			w.peer, w.known = t.byPublic[from]
-			if segSize <= 0 || segSize >= len(data) {
-				// One datagram: write it from where it was received.
-				if w.admit(t, data) {
-					w.bufs = append(w.bufs, r.bufs[i][:headroom+len(data)])
-					w.count(len(data))
-				}
-				continue
-			}
+			peer, known := t.byPublic[from]
 			for rest := data; len(rest) > 0; {
 				var seg []byte
 				seg, rest = nextSegment(rest, segSize)
-				if !w.admit(t, seg) {
+				src, dst, err := ipv4Addrs(seg)
+				if err != nil {
+					b.metrics.Drop(dropReason(err))
 					continue
 				}
-				if err := w.queueCopy(seg); err != nil {
-					if stopped(err) {
-						return nil
-					}
-					return err
+				if reason, ok := t.admitFrom(peer, known, src, dst); !ok {
+					b.metrics.Drop(reason)
+					continue
 				}
+				if c.full() {
+					if err := b.writeTun(c); err != nil {
+						return err
+					}
+				}
+				c.add(seg, from.As4())
 			}
 		}
-		if err := w.flush(); err != nil {
-			if stopped(err) {
-				return nil
-			}
+		if err := b.writeTun(c); err != nil {
 			return err
 		}
 	}
 }
 
-// tunWriter collects admitted packets and writes them to the TUN device in
-// batches.
-type tunWriter struct {
-	b   *UDP
-	dev wgtun.Device
-	// Buffers for the packets split out of a UDP GRO buffer. Each has room
-	// for 64 KiB: the library merges a flow's segments by appending to the
-	// first one it keeps, and any segment may become that first one (after
-	// a merged packet reached 64 KiB, say); a segment with no room would stop
-	// the merging of everything after it in the batch.
-	spare  [][]byte
-	used   int
-	bufs   [][]byte // the batch: bufs[i][headroom:] is a packet
-	pkts   int
-	nbytes int
-	// The sender of the message being split, looked up once.
-	peer  netip.Prefix
-	known bool
-}
-
-// admit checks one decapsulated packet from the current sender (peer,
-// known) and counts a drop.
-func (w *tunWriter) admit(t *table, pkt []byte) bool {
-	src, dst, err := ipv4Addrs(pkt)
-	if err != nil {
-		w.b.metrics.Drop(dropReason(err))
-		return false
-	}
-	if reason, ok := t.admitFrom(w.peer, w.known, src, dst); !ok {
-		w.b.metrics.Drop(reason)
-		return false
-	}
-	return true
-}
-
-func (w *tunWriter) count(n int) {
-	w.pkts++
-	w.nbytes += n
-}
-
-// queueCopy adds a copy of pkt to the batch, writing the batch first if the
-// spare buffers ran out.
-func (w *tunWriter) queueCopy(pkt []byte) error {
-	if w.used == len(w.spare) {
-		if err := w.flush(); err != nil {
+// writeTun writes the coalescer's packets, one writev each, and empties it.
+// A packet the kernel refuses is counted and logged; only a stop ends the
+// loop.
+func (b *UDP) writeTun(c *coalescer) error {
+	c.finish()
+	for _, p := range c.pkts {
+		err := b.fast.dev.writev(c.iovs[p.iov0:p.iov1])
+		switch {
+		case err == nil:
+			b.metrics.DecapPackets.Add(uint64(p.segs))
+			b.metrics.DecapBytes.Add(uint64(p.bytes))
+		case stopped(err):
 			return err
+		default:
+			for range p.segs {
+				b.metrics.Drop(backend.DropWriteError)
+			}
+			b.log.Debug("tun write", "err", err, "segments", p.segs, "bytes", p.bytes)
 		}
 	}
-	buf := w.spare[w.used]
-	w.used++
-	copy(buf[headroom:], pkt)
-	w.bufs = append(w.bufs, buf[:headroom+len(pkt)])
-	w.count(len(pkt))
-	return nil
-}
-
-// flush writes the batch. The library merges and writes per flow and joins
-// the errors, so a failed batch is counted as failed as a whole.
-func (w *tunWriter) flush() error {
-	if len(w.bufs) == 0 {
-		return nil
-	}
-	_, err := w.dev.Write(w.bufs, headroom)
-	switch {
-	case err == nil:
-		w.b.metrics.DecapPackets.Add(uint64(w.pkts))
-		w.b.metrics.DecapBytes.Add(uint64(w.nbytes))
-	case stopped(err):
-		return err
-	default:
-		for range w.pkts {
-			w.b.metrics.Drop(backend.DropWriteError)
-		}
-		w.b.log.Debug("tun write", "err", err, "packets", w.pkts)
-	}
-	clear(w.bufs)
-	w.bufs, w.used, w.pkts, w.nbytes = w.bufs[:0], 0, 0, 0
+	c.reset()
 	return nil
 }
 
@@ -509,22 +451,4 @@ func (b *UDP) runFast(ctx context.Context) error {
 		<-errc
 		return err
 	}
-}
-
-// segCap is the room for one packet that is at most the MTU.
-func (b *UDP) segCap() int { return max(b.mtu, 1500) }
-
-// segmentBuffers makes the TUN read buffers: the first holds any IPv4
-// packet, the others size bytes each. Each one's capacity runs on to the
-// end of one allocation with 64 KiB to spare, so that a segment longer than
-// expected (the MTU raised by hand) is cut short by the library, and seen as
-// such, rather than written past its buffer.
-func segmentBuffers(n, size int) [][]byte {
-	bufs := make([][]byte, n)
-	bufs[0] = make([]byte, headroom+bufSize)
-	slab := make([]byte, (n-1)*size+headroom+bufSize)
-	for i := 1; i < n; i++ {
-		bufs[i] = slab[(i-1)*size : i*size]
-	}
-	return bufs
 }

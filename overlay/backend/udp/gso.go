@@ -68,6 +68,42 @@ func (p *gsoPlanner) add(idx, n int, dst netip.AddrPort, gso bool) {
 	p.msgs = append(p.msgs, gsoMsg{dst: dst, first: idx, n: 1, size: n, bytes: n})
 }
 
+// unbundle turns every multi-packet message of at most maxSingle bytes back
+// into one message per packet (size(i) is packet i's length). A UDP GSO
+// message is then always longer than any one datagram can be, so whoever
+// captures on the underlay (tcpdump included), where GSO sends show before
+// the kernel cuts them, can tell a send of several datagrams from a datagram
+// with bytes after its packet. Small packets lose little: they still share
+// the sendmmsg.
+func (p *gsoPlanner) unbundle(maxSingle int, size func(int) int) {
+	extra := 0
+	for _, m := range p.msgs {
+		if m.n > 1 && m.bytes <= maxSingle {
+			extra += m.n - 1
+		}
+	}
+	if extra == 0 {
+		return
+	}
+	n := len(p.msgs)
+	p.msgs = append(p.msgs, make([]gsoMsg, extra)...)
+	// From the back, so nothing is overwritten before it is moved.
+	w := len(p.msgs)
+	for i := n - 1; i >= 0; i-- {
+		m := p.msgs[i]
+		if m.n == 1 || m.bytes > maxSingle {
+			w--
+			p.msgs[w] = m
+			continue
+		}
+		for j := m.first + m.n - 1; j >= m.first; j-- {
+			w--
+			sz := size(j)
+			p.msgs[w] = gsoMsg{dst: m.dst, first: j, n: 1, size: sz, bytes: sz}
+		}
+	}
+}
+
 // cmsgSpace is the room one control message with an int payload takes.
 var cmsgSpace = unix.CmsgSpace(4)
 

@@ -80,24 +80,31 @@ func TestGSOPlannerLimits(t *testing.T) {
 	}
 }
 
+// randomPlanned makes n packets of the given sizes, mostly to peerA and
+// mostly in runs of equal sizes, as TSO makes them.
+func randomPlanned(rng *rand.Rand, sizes []int, n int) []planned {
+	var pkts []planned
+	for range n {
+		dst := peerA
+		if rng.IntN(8) == 0 {
+			dst = peerB
+		}
+		sz := sizes[rng.IntN(len(sizes))]
+		if rng.IntN(3) > 0 && len(pkts) > 0 {
+			sz = pkts[len(pkts)-1].n
+		}
+		pkts = append(pkts, planned{sz, dst})
+	}
+	return pkts
+}
+
 // TestGSOPlannerInvariants checks, for random batches, what the kernel needs
 // of each message and that no message ends without a reason.
 func TestGSOPlannerInvariants(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	sizes := []int{20, 40, 52, 576, 1400, 1471, 1472}
 	for round := range 2000 {
-		var pkts []planned
-		for range 1 + rng.IntN(200) {
-			dst := peerA
-			if rng.IntN(8) == 0 {
-				dst = peerB
-			}
-			n := sizes[rng.IntN(len(sizes))]
-			if rng.IntN(3) > 0 && len(pkts) > 0 { // runs of equal sizes, as TSO makes
-				n = pkts[len(pkts)-1].n
-			}
-			pkts = append(pkts, planned{n, dst})
-		}
+		pkts := randomPlanned(rng, sizes, 1+rng.IntN(200))
 		gso := round%5 != 0
 		msgs := plan(gso, pkts...)
 		next := 0
@@ -140,6 +147,54 @@ func TestGSOPlannerInvariants(t *testing.T) {
 		}
 		if next != len(pkts) {
 			t.Fatalf("round %d: %d of %d packets planned", round, next, len(pkts))
+		}
+	}
+}
+
+func TestGSOPlannerUnbundle(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	sizes := []int{52, 60, 300, 1400, 1472}
+	for round := range 2000 {
+		pkts := randomPlanned(rng, sizes, 1+rng.IntN(100))
+		before := plan(true, pkts...)
+		var p gsoPlanner
+		p.msgs = append(p.msgs, before...)
+		p.unbundle(1472, func(i int) int { return pkts[i].n })
+		// Every message is one packet or longer than one datagram can be,
+		// the packets stay in order, and big messages are untouched.
+		next := 0
+		var kept []gsoMsg
+		for _, m := range p.msgs {
+			if m.first != next {
+				t.Fatalf("round %d: message %+v does not continue at packet %d", round, m, next)
+			}
+			if m.n > 1 && m.bytes <= 1472 {
+				t.Fatalf("round %d: small message %+v left bundled", round, m)
+			}
+			if m.n == 1 && (m.size != pkts[m.first].n || m.bytes != pkts[m.first].n || m.dst != pkts[m.first].dst) {
+				t.Fatalf("round %d: single message %+v for packet %+v", round, m, pkts[m.first])
+			}
+			if m.bytes > 1472 || m.n > 1 {
+				kept = append(kept, m)
+			}
+			next += m.n
+		}
+		if next != len(pkts) {
+			t.Fatalf("round %d: %d of %d packets", round, next, len(pkts))
+		}
+		var big []gsoMsg
+		for _, m := range before {
+			if m.bytes > 1472 {
+				big = append(big, m)
+			}
+		}
+		if len(big) != len(kept) {
+			t.Fatalf("round %d: %d large messages before, %d after", round, len(big), len(kept))
+		}
+		for i := range big {
+			if big[i] != kept[i] {
+				t.Fatalf("round %d: large message %+v became %+v", round, big[i], kept[i])
+			}
 		}
 	}
 }

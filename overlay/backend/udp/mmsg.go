@@ -10,7 +10,10 @@ import (
 
 // recvmmsg/sendmmsg through the socket's RawConn, with every header, address
 // and iovec allocated once: the Go poller still parks the goroutine while the
-// socket is empty (or full), and deadlines still wake it for shutdown.
+// socket is empty (or full), and deadlines still wake it for shutdown. The
+// calls themselves are raw syscalls: the socket is non-blocking, so they
+// never sleep, and the runtime need not prepare for a blocking one (see
+// fast.go).
 
 // mmsghdr is struct mmsghdr of <sys/socket.h>: Go pads it as C does.
 type mmsghdr struct {
@@ -42,7 +45,7 @@ type receiver struct {
 	iovs  []unix.Iovec
 	names []unix.RawSockaddrInet4
 	ctrl  []byte
-	bufs  [][]byte // bufs[i][headroom:] receives message i
+	bufs  [][]byte // bufs[i] receives message i
 	gro   bool
 
 	// Results of the last read callback.
@@ -51,20 +54,19 @@ type receiver struct {
 	readFn func(fd uintptr) bool
 }
 
-// newReceiver prepares n messages whose buffers each have headroom bytes in
-// front of size bytes of data.
-func newReceiver(rc syscall.RawConn, n, headroom, size int, gro bool) *receiver {
+// newReceiver prepares n messages of at most size bytes each.
+func newReceiver(rc syscall.RawConn, n, size int, gro bool) *receiver {
 	r := &receiver{
 		rc:    rc,
 		hdrs:  make([]mmsghdr, n),
 		iovs:  make([]unix.Iovec, n),
 		names: make([]unix.RawSockaddrInet4, n),
 		ctrl:  make([]byte, n*recvCtrlSize),
-		bufs:  carve(n, headroom+size),
+		bufs:  carve(n, size),
 		gro:   gro,
 	}
 	for i := range r.hdrs {
-		r.iovs[i].Base = &r.bufs[i][headroom]
+		r.iovs[i].Base = &r.bufs[i][0]
 		r.iovs[i].SetLen(size)
 		h := &r.hdrs[i].hdr
 		h.Name = (*byte)(unsafe.Pointer(&r.names[i]))
@@ -99,7 +101,7 @@ func (r *receiver) recv() (int, error) {
 
 func (r *receiver) read(fd uintptr) bool {
 	for {
-		n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.hdrs[0])), uintptr(len(r.hdrs)), 0, 0, 0)
+		n, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.hdrs[0])), uintptr(len(r.hdrs)), 0, 0, 0)
 		switch e {
 		case unix.EINTR:
 			continue
@@ -111,13 +113,12 @@ func (r *receiver) read(fd uintptr) bool {
 	}
 }
 
-// msg returns received message i: the sender, the data (the message's
-// buffer from headroom on), the UDP GRO segment size (0: one datagram) and
-// whether the kernel truncated it.
-func (r *receiver) msg(i, headroom int) (from netip.Addr, data []byte, segSize int, trunc bool) {
+// msg returns received message i: the sender, the data, the UDP GRO segment
+// size (0: one datagram) and whether the kernel truncated it.
+func (r *receiver) msg(i int) (from netip.Addr, data []byte, segSize int, trunc bool) {
 	h := &r.hdrs[i]
 	n := int(h.len)
-	data = r.bufs[i][headroom : headroom+n]
+	data = r.bufs[i][:n]
 	if r.gro {
 		c := r.ctrl[i*recvCtrlSize : i*recvCtrlSize+int(h.hdr.Controllen)]
 		segSize = groSize(c)
@@ -129,7 +130,6 @@ func (r *receiver) msg(i, headroom int) (from netip.Addr, data []byte, segSize i
 type sender struct {
 	rc    syscall.RawConn
 	hdrs  []mmsghdr
-	iovs  []unix.Iovec
 	names []unix.RawSockaddrInet4
 	ctrl  []byte
 
@@ -145,7 +145,6 @@ func newSender(rc syscall.RawConn, n int) *sender {
 	s := &sender{
 		rc:    rc,
 		hdrs:  make([]mmsghdr, n),
-		iovs:  make([]unix.Iovec, n),
 		names: make([]unix.RawSockaddrInet4, n),
 		ctrl:  make([]byte, n*cmsgSpace),
 	}
@@ -153,19 +152,17 @@ func newSender(rc syscall.RawConn, n int) *sender {
 	return s
 }
 
-// build lays out msgs (over pkts) as sendmmsg headers.
-func (s *sender) build(msgs []gsoMsg, pkts [][]byte) {
+// build lays out msgs (over the batch's datagrams) as sendmmsg headers: a
+// message's iovecs are those of its datagrams, which lie next to each other.
+func (s *sender) build(msgs []gsoMsg, batch *sendBatch) {
 	for k, m := range msgs {
 		h := &s.hdrs[k].hdr
 		setSockaddr(&s.names[k], m.dst)
 		h.Name = (*byte)(unsafe.Pointer(&s.names[k]))
 		h.Namelen = unix.SizeofSockaddrInet4
-		for j := m.first; j < m.first+m.n; j++ {
-			s.iovs[j].Base = &pkts[j][0]
-			s.iovs[j].SetLen(len(pkts[j]))
-		}
-		h.Iov = &s.iovs[m.first]
-		h.SetIovlen(m.n)
+		i0, i1 := batch.dgrams[m.first].iov0, batch.dgrams[m.first+m.n-1].iov1
+		h.Iov = &batch.iovs[i0]
+		h.SetIovlen(i1 - i0)
 		if m.n > 1 {
 			c := s.ctrl[k*cmsgSpace : (k+1)*cmsgSpace]
 			h.Control = &c[0]
@@ -191,7 +188,7 @@ func (s *sender) send(start, end int) (sent int, errno syscall.Errno, err error)
 
 func (s *sender) write(fd uintptr) bool {
 	for {
-		n, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&s.hdrs[s.start])), uintptr(s.end-s.start), 0, 0, 0)
+		n, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&s.hdrs[s.start])), uintptr(s.end-s.start), 0, 0, 0)
 		switch e {
 		case unix.EINTR:
 			continue

@@ -40,18 +40,7 @@ func ipv4Addrs(pkt []byte) (src, dst netip.Addr, err error) {
 
 // checksum is the Internet checksum (RFC 1071) of b.
 func checksum(b []byte) uint16 {
-	var sum uint32
-	for len(b) >= 2 {
-		sum += uint32(binary.BigEndian.Uint16(b))
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		sum += uint32(b[0]) << 8
-	}
-	for sum>>16 != 0 {
-		sum = (sum & 0xffff) + sum>>16
-	}
-	return ^uint16(sum)
+	return ^csumFold(csumAdd(0, b))
 }
 
 var broadcast = netip.AddrFrom4([4]byte{255, 255, 255, 255})
