@@ -97,6 +97,7 @@ const (
 	MTCP4   = "tcp4_gbps"
 	MRTT50  = "rtt_p50_us"
 	MRTT99  = "rtt_p99_us"
+	MRTT1C  = "rtt_p50_1cpu_us"
 	MCPU    = "agent_cpu_pct"
 	MRSS    = "agent_rss_mib"
 	MAnon   = "agent_rss_anon_mib"
@@ -109,6 +110,7 @@ var Metrics = []Metric{
 	{Key: MTCP4, Label: "TCP 4 streams", Unit: "Gbit/s", Digits: 2},
 	{Key: MRTT50, Label: "RTT p50", Unit: "µs", Digits: 0},
 	{Key: MRTT99, Label: "RTT p99", Unit: "µs", Digits: 0},
+	{Key: MRTT1C, Label: "RTT p50 on one CPU", Unit: "µs", Digits: 0},
 	{Key: MCPU, Label: "agent CPU", Unit: "%", Digits: 1},
 	{Key: MRSS, Label: "agent RSS", Unit: "MiB", Digits: 1},
 	{Key: MAnon, Label: "agent anon RSS", Unit: "MiB", Digits: 1},
@@ -433,6 +435,18 @@ func (r *runner) measure(ctx context.Context, o Options, round int) RoundResult 
 		ps := Percentiles(rtt.Micros(), 50, 99)
 		rr.Values[MRTT50], rr.Values[MRTT99] = ps[0], ps[1]
 		rr.Values[MRTTLos] = float64(rtt.Sent - rtt.Received)
+	}
+	// The same probe with the agents and the prober on one CPU.
+	if _, restore, err := pinTasks(append([]int{os.Getpid()}, r.agents...)); err != nil {
+		fail("rtt on one CPU", err)
+	} else {
+		rtt, err := RTTProbe{Netns: r.fromNS, Dst: r.toIP, Warmup: 5, Count: o.Probes, Interval: o.ProbeInterval}.Run(ctx)
+		restore()
+		if err != nil {
+			fail("rtt on one CPU", err)
+		} else {
+			rr.Values[MRTT1C] = Percentiles(rtt.Micros(), 50)[0]
+		}
 	}
 	pause(ctx)
 

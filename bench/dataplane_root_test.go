@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/overlaylab/overlaylab/internal/nsutil"
 	"github.com/overlaylab/overlaylab/lab"
 	"github.com/overlaylab/overlaylab/topo"
@@ -55,6 +57,10 @@ func TestDataPlaneRoot(t *testing.T) {
 			t.Skipf("lab %s exists already; not touching it", l)
 		}
 	}
+	var before unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &before); err != nil {
+		t.Fatal(err)
+	}
 	rep, err := Run(t.Context(), o)
 	t.Logf("progress:\n%s", progress.String())
 	if err != nil {
@@ -72,7 +78,7 @@ func TestDataPlaneRoot(t *testing.T) {
 		if len(c.Rounds) != 1 || len(c.Rounds[0].Errors) > 0 {
 			t.Errorf("%s rounds: %+v", name, c.Rounds)
 		}
-		for _, m := range []string{MTCP1, MTCP4, MRTT50, MRTT99} {
+		for _, m := range []string{MTCP1, MTCP4, MRTT50, MRTT99, MRTT1C} {
 			if v, ok := c.Median(m); !ok || v <= 0 {
 				t.Errorf("%s %s = %v (measured: %v); want > 0", name, m, v, ok)
 			}
@@ -86,6 +92,13 @@ func TestDataPlaneRoot(t *testing.T) {
 	}
 	if p50, _ := rep.Config(CfgVXLAN).Median(MRTT50); p50 > 100000 {
 		t.Errorf("vxlan RTT p50 %v µs is absurd", p50)
+	}
+	// The one-CPU probe gave every thread its CPUs back.
+	for _, tid := range tasks(os.Getpid()) {
+		var after unix.CPUSet
+		if err := unix.SchedGetaffinity(tid, &after); err == nil && after != before {
+			t.Errorf("thread %d left with CPU mask %v, was %v", tid, after, before)
+		}
 	}
 	bad := rep.Config("udp-bogus")
 	if bad == nil || bad.OK() || !strings.Contains(bad.Error, "bogus") {

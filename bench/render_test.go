@@ -46,7 +46,7 @@ func sampleReport() *Report {
 		return cr
 	}
 	vals := func(t1, t4, p50, p99, cpu, rss float64) map[string]float64 {
-		return map[string]float64{MTCP1: t1, MTCP4: t4, MRTT50: p50, MRTT99: p99, MCPU: cpu, MRSS: rss, MAnon: rss / 2}
+		return map[string]float64{MTCP1: t1, MTCP4: t4, MRTT50: p50, MRTT99: p99, MRTT1C: p50 * 0.6, MCPU: cpu, MRSS: rss, MAnon: rss / 2}
 	}
 	base := mk(CfgBaseline, vals(10, 11, 20, 40, 0, 30), vals(10.2, 11.1, 21, 45, 0.1, 30.5), vals(9.8, 10.9, 19, 50, 0, 30.2))
 	base.Path = "h1 eth0 192.168.77.1 → h2 eth0 192.168.77.2, no overlay, MTU 1500"
@@ -171,4 +171,27 @@ func TestControlMarkdown(t *testing.T) {
 	var b bytes.Buffer
 	WriteControlTable(&b, r)
 	golden(t, "control.txt", b.String())
+}
+
+func TestRoundTripNote(t *testing.T) {
+	r := sampleReport()
+	if got := roundTripNote(r); got != "" {
+		t.Fatalf("note without udp-fast figures: %q", got)
+	}
+	fast := r.Config(CfgUDPFast)
+	fast.Error = ""
+	fast.Summary[MRTT50] = Summarize([]float64{90, 95, 100})
+	fast.Summary[MRTT1C] = Summarize([]float64{50, 45, 40})
+	note := roundTripNote(r)
+	// vxlan's p50 is 41 in the sample; 95 − 45 = 50 is the cross-CPU part,
+	// 45 − 41 = 4 the rest.
+	for _, want := range []string{"(p50 41 µs)", "the p50 is 45 µs instead of 95 µs: 50 µs", "The remaining 4 µs over VXLAN"} {
+		if !strings.Contains(note, want) {
+			t.Errorf("note lacks %q:\n%s", want, note)
+		}
+	}
+	delete(fast.Summary, MRTT1C)
+	if got := roundTripNote(r); got != "" {
+		t.Fatalf("note without the one-CPU figure: %q", got)
+	}
 }

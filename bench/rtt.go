@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"sync"
+	"runtime"
 	"sync/atomic"
 	"time"
 
@@ -19,9 +19,13 @@ import (
 )
 
 // RTTProbe sends ICMP echo requests from a namespace to an address, one
-// every Interval, and measures each round trip. Replies are timestamped by
-// the kernel (SO_TIMESTAMPNS) when they arrive, so the figure does not
-// include the time Go takes to wake the reading goroutine.
+// every Interval, and measures each round trip. It works as ping does: one
+// thread sends a request, then waits in recvmsg for replies until the next
+// one is due. Replies are timestamped by the kernel (SO_TIMESTAMPNS) when
+// they arrive, so the figure does not include the prober's own wakeup; and
+// no other thread of the prober runs meanwhile (a second goroutine blocked in
+// recvmsg makes the Go scheduler move threads around on every reply, which
+// measurably lengthens a round trip that itself wakes threads).
 type RTTProbe struct {
 	Netns    string
 	Dst      netip.Addr
@@ -62,89 +66,80 @@ func (p RTTProbe) Run(ctx context.Context) (RTTResult, error) {
 	if err != nil {
 		return RTTResult{}, err
 	}
+	defer unix.Close(fd)
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+
 	// An ID of our own: a raw ICMP socket sees every echo reply in the
 	// namespace, including other probers'.
 	id := int(uint32(os.Getpid())*31+rttRun.Add(1)*7919) & 0xffff
 	total := p.Warmup + p.Count
-	sentAt := make([]atomic.Int64, total+1) // by seq; 0 = not sent
-	var received atomic.Int64
+	sentAt := make([]time.Time, total+1) // by seq; zero = not sent
 	rtts := make([]time.Duration, total+1)
-	var mu sync.Mutex
-
-	var stop atomic.Bool
-	readerDone := make(chan error, 1)
-	go func() {
-		readerDone <- readReplies(fd, id, &stop, func(seq int, at time.Time) {
-			if seq < 1 || seq > total {
-				return
-			}
-			sent := sentAt[seq].Load()
-			if sent == 0 {
-				return
-			}
-			rtt := at.Sub(time.Unix(0, sent))
-			mu.Lock()
-			defer mu.Unlock()
-			if rtts[seq] != 0 || rtt > timeout {
-				return // a duplicate, or too late to count
-			}
+	received := 0
+	got := func(seq int, at time.Time) {
+		if seq < 1 || seq > total || sentAt[seq].IsZero() || rtts[seq] != 0 {
+			return // not ours, or a duplicate
+		}
+		if rtt := at.Sub(sentAt[seq]); rtt <= timeout {
 			rtts[seq] = max(rtt, 1) // 0 means "no reply"
 			if seq > p.Warmup {
-				received.Add(1)
+				received++
 			}
-		})
-	}()
-	finish := func() error {
-		stop.Store(true)
-		err := <-readerDone
-		unix.Close(fd)
-		return err
+		}
+	}
+	rd := newReplyReader(fd, id)
+	fail := func(err error) (RTTResult, error) {
+		return RTTResult{}, fmt.Errorf("rtt probe from %s to %s: %w", p.Netns, p.Dst, err)
 	}
 
 	dst := &unix.SockaddrInet4{Addr: p.Dst.As4()}
 	payload := make([]byte, 56) // ping's default size
 	copy(payload, "overlaylab-rtt")
-	tick := time.NewTicker(p.Interval)
-	defer tick.Stop()
+	start := time.Now()
 	for seq := 1; seq <= total; seq++ {
+		if err := ctx.Err(); err != nil {
+			return RTTResult{}, err
+		}
 		msg := icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: id, Seq: seq, Data: payload}}
 		wb, err := msg.Marshal(nil)
 		if err != nil {
-			finish()
 			return RTTResult{}, err
 		}
-		sentAt[seq].Store(time.Now().UnixNano())
+		sentAt[seq] = time.Now()
 		if err := unix.Sendto(fd, wb, 0, dst); err != nil {
-			finish()
-			return RTTResult{}, fmt.Errorf("rtt probe from %s to %s: send: %w", p.Netns, p.Dst, err)
+			return fail(fmt.Errorf("send: %w", err))
 		}
-		select {
-		case <-ctx.Done():
-			finish()
-			return RTTResult{}, ctx.Err()
-		case <-tick.C:
+		// Wait for this reply (or the next send), then sleep until the
+		// next send is due, as ping does: sleeping in the Go scheduler
+		// rather than in recvmsg's coarse timeout measured closer to ping.
+		next := start.Add(time.Duration(seq) * p.Interval)
+		if err := rd.until(next, seq, got); err != nil {
+			return fail(err)
 		}
+		time.Sleep(time.Until(next))
 	}
-	// Late replies: wait until every counted probe answered or the last one
+	// Late replies: until every counted probe answered or the last one
 	// timed out.
 	deadline := time.Now().Add(timeout)
-	for int(received.Load()) < p.Count && time.Now().Before(deadline) && ctx.Err() == nil {
-		time.Sleep(5 * time.Millisecond)
+	for received < p.Count && time.Now().Before(deadline) && ctx.Err() == nil {
+		next := time.Now().Add(50 * time.Millisecond)
+		if next.After(deadline) {
+			next = deadline
+		}
+		if err := rd.until(next, 0, got); err != nil {
+			return fail(err)
+		}
 	}
-	if err := finish(); err != nil {
-		return RTTResult{}, fmt.Errorf("rtt probe from %s to %s: %w", p.Netns, p.Dst, err)
-	}
-	if ctx.Err() != nil {
-		return RTTResult{}, ctx.Err()
+	if err := ctx.Err(); err != nil {
+		return RTTResult{}, err
 	}
 	r := RTTResult{Sent: p.Count}
-	mu.Lock()
 	for seq := p.Warmup + 1; seq <= total; seq++ {
 		if rtts[seq] > 0 {
 			r.RTTs = append(r.RTTs, rtts[seq])
 		}
 	}
-	mu.Unlock()
 	r.Received = len(r.RTTs)
 	if r.Received == 0 {
 		return r, fmt.Errorf("rtt probe from %s to %s: no replies to %d echoes", p.Netns, p.Dst, p.Count)
@@ -153,8 +148,7 @@ func (p RTTProbe) Run(ctx context.Context) (RTTResult, error) {
 }
 
 // rawICMP opens a blocking raw ICMP socket inside a namespace, with kernel
-// receive timestamps and a short receive timeout so the reader can notice
-// when to stop.
+// receive timestamps.
 func rawICMP(ns string) (int, error) {
 	fd := -1
 	err := nsutil.DoNamed(ns, func() error {
@@ -169,23 +163,33 @@ func rawICMP(ns string) (int, error) {
 		unix.Close(fd)
 		return -1, fmt.Errorf("raw icmp socket in %s: SO_TIMESTAMPNS: %w", ns, err)
 	}
-	tv := unix.NsecToTimeval((50 * time.Millisecond).Nanoseconds())
-	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-		unix.Close(fd)
-		return -1, fmt.Errorf("raw icmp socket in %s: SO_RCVTIMEO: %w", ns, err)
-	}
 	return fd, nil
 }
 
-// readReplies reads echo replies with our id until stop is set, calling
-// got with each reply's sequence number and kernel arrival time. It runs on
-// its own goroutine, blocked in recvmsg (a thread of its own while it
-// waits), which is what makes its wake-up latency irrelevant.
-func readReplies(fd, id int, stop *atomic.Bool, got func(seq int, at time.Time)) error {
-	buf := make([]byte, 1500)
-	oob := make([]byte, unix.CmsgSpace(16)*2)
-	for !stop.Load() {
-		n, oobn, _, _, err := unix.Recvmsg(fd, buf, oob, 0)
+// replyReader reads echo replies carrying one id from a blocking socket.
+type replyReader struct {
+	fd, id   int
+	buf, oob []byte
+}
+
+func newReplyReader(fd, id int) *replyReader {
+	return &replyReader{fd: fd, id: id, buf: make([]byte, 1500), oob: make([]byte, unix.CmsgSpace(16)*2)}
+}
+
+// until reads replies, calling got with each one's sequence number and
+// kernel arrival time, until the deadline passes or the reply to want
+// (when not 0) came.
+func (r *replyReader) until(deadline time.Time, want int, got func(seq int, at time.Time)) error {
+	for {
+		wait := time.Until(deadline)
+		if wait <= 0 {
+			return nil
+		}
+		tv := unix.NsecToTimeval(max(wait, time.Microsecond).Nanoseconds())
+		if err := unix.SetsockoptTimeval(r.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+			return fmt.Errorf("SO_RCVTIMEO: %w", err)
+		}
+		n, oobn, _, _, err := unix.Recvmsg(r.fd, r.buf, r.oob, 0)
 		if err != nil {
 			if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
 				continue
@@ -193,15 +197,16 @@ func readReplies(fd, id int, stop *atomic.Bool, got func(seq int, at time.Time))
 			return fmt.Errorf("receive: %w", err)
 		}
 		at := time.Now()
-		if ts, ok := kernelTimestamp(oob[:oobn]); ok {
+		if ts, ok := kernelTimestamp(r.oob[:oobn]); ok {
 			at = ts
 		}
-		seq, ok := parseEchoReply(buf[:n], id)
-		if ok {
+		if seq, ok := parseEchoReply(r.buf[:n], r.id); ok {
 			got(seq, at)
+			if seq == want {
+				return nil
+			}
 		}
 	}
-	return nil
 }
 
 // parseEchoReply takes an IPv4 packet as a raw socket delivers it and
