@@ -9,6 +9,7 @@ package nsutil
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"runtime"
 
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // RunDir is where iproute2 keeps named network namespaces.
@@ -107,12 +109,20 @@ func Create(name string) error {
 	})
 }
 
-// Delete removes a named namespace; a missing one is not an error.
+// Delete removes a named namespace; a missing one is not an error. A name
+// whose file exists with nothing mounted on it (its creator was killed
+// between creating the file and bind-mounting the namespace there) is
+// removed too.
 func Delete(name string) error {
-	if err := netns.DeleteNamed(name); err != nil && !os.IsNotExist(err) {
-		if _, serr := os.Stat(filepath.Join(RunDir, name)); os.IsNotExist(serr) {
-			return nil
-		}
+	path := filepath.Join(RunDir, name)
+	switch err := unix.Unmount(path, unix.MNT_DETACH); {
+	case err == nil, errors.Is(err, unix.EINVAL): // EINVAL: not a mount point
+	case errors.Is(err, unix.ENOENT):
+		return nil
+	default:
+		return fmt.Errorf("delete netns %s: unmount: %w", name, err)
+	}
+	if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
 		return fmt.Errorf("delete netns %s: %w", name, err)
 	}
 	return nil
