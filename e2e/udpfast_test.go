@@ -212,22 +212,29 @@ var _ = Describe("fast udp datapath", Ordered, func() {
 			Expect(err).NotTo(HaveOccurred())
 			Expect(m.OK()).To(BeTrue(), "ping matrix:\n%s", m)
 
-			fast, simple := st.Hosts[0], st.Hosts[2]
-			frames := ufCapture(fast.Netns, func() {
-				sizes := []int{1, 1400, fast.MTU + 1, 65537, 1 << 20, 4 << 20}
-				ufTCPExchange(fast.Containers[0], simple.Containers[0], sizes)
-				ufTCPExchange(simple.Containers[0], fast.Containers[0], sizes)
-				ufUDPExchange(fast.Containers[0], simple.Containers[0], []int{1, fast.MTU - 28, 9000})
-				ufUDPExchange(simple.Containers[0], fast.Containers[0], []int{1, fast.MTU - 28, 9000})
-			})
-			w := ufCheckWire(frames, fast.MTU, netip.MustParsePrefix(st.Network))
-			GinkgoWriter.Printf("interop: %s\n", w)
-			Expect(w.problems).To(BeEmpty(), w.String())
-			Expect(w.innerTCP).To(BeNumerically(">", 1000), w.String())
+			ufBulkBothWays(st, st.Hosts[0], st.Hosts[2], "interop")
 			ufExpectNoDrops(st)
 		})
 	})
 })
+
+// ufBulkBothWays carries TCP (up to 4 MiB) and UDP payloads byte-exact both
+// ways between the first containers of ours and theirs, capturing on ours'
+// underlay, and checks every datagram of the capture.
+func ufBulkBothWays(st *lab.State, ours, theirs lab.HostState, label string) {
+	GinkgoHelper()
+	frames := ufCapture(ours.Netns, func() {
+		sizes := []int{1, 1400, ours.MTU + 1, 65537, 1 << 20, 4 << 20}
+		ufTCPExchange(ours.Containers[0], theirs.Containers[0], sizes)
+		ufTCPExchange(theirs.Containers[0], ours.Containers[0], sizes)
+		ufUDPExchange(ours.Containers[0], theirs.Containers[0], []int{1, ours.MTU - 28, 9000})
+		ufUDPExchange(theirs.Containers[0], ours.Containers[0], []int{1, ours.MTU - 28, 9000})
+	})
+	w := ufCheckWire(frames, ours.MTU, netip.MustParsePrefix(st.Network))
+	GinkgoWriter.Printf("%s: %s\n", label, w)
+	Expect(w.problems).To(BeEmpty(), w.String())
+	Expect(w.innerTCP).To(BeNumerically(">", 1000), w.String())
+}
 
 // ufCapture captures on a host's eth0 while traffic runs.
 func ufCapture(ns string, traffic func()) []pcapcheck.Frame {
@@ -314,12 +321,7 @@ func ufFirstDiff(a, b []byte) int {
 // ufUDPEcho starts a UDP echo server in a container.
 func ufUDPEcho(c lab.ContainerState) *net.UDPConn {
 	GinkgoHelper()
-	var conn *net.UDPConn
-	Expect(nsutil.DoNamed(c.Netns, func() (err error) {
-		conn, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP(c.IP)})
-		return err
-	})).To(Succeed())
-	_ = conn.SetReadBuffer(4 << 20)
+	conn := ufUDPClient(c)
 	go func() {
 		buf := make([]byte, 65536)
 		for {
@@ -333,6 +335,7 @@ func ufUDPEcho(c lab.ContainerState) *net.UDPConn {
 	return conn
 }
 
+// ufUDPClient opens a UDP socket on a container's address.
 func ufUDPClient(c lab.ContainerState) *net.UDPConn {
 	GinkgoHelper()
 	var conn *net.UDPConn

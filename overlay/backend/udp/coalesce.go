@@ -2,7 +2,6 @@ package udp
 
 import (
 	"encoding/binary"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -84,13 +83,6 @@ func (c *coalescer) full() bool {
 	return len(c.pkts) == cap(c.pkts) || len(c.iovs)+2 > cap(c.iovs)
 }
 
-func (c *coalescer) addIov(b []byte) {
-	var v unix.Iovec
-	v.Base = unsafe.SliceData(b)
-	v.SetLen(len(b))
-	c.iovs = append(c.iovs, v)
-}
-
 // add queues one admitted IPv4 packet from peer. The caller checks full
 // first.
 func (c *coalescer) add(pkt []byte, peer [4]byte) {
@@ -98,19 +90,18 @@ func (c *coalescer) add(pkt []byte, peer [4]byte) {
 		return
 	}
 	c.finish()
-	i := len(c.pkts)
-	if !c.vnet {
-		c.addIov(pkt)
-		c.pkts = append(c.pkts, outPkt{iov0: len(c.iovs) - 1, iov1: len(c.iovs), segs: 1, bytes: len(pkt)})
-		return
+	i, i0 := len(c.pkts), len(c.iovs)
+	var vh []byte
+	if c.vnet {
+		vh = c.vhdrs[i*vnetHdrLen : (i+1)*vnetHdrLen]
+		clear(vh)
+		c.iovs = append(c.iovs, iovec(vh))
 	}
-	vh := c.vhdrs[i*vnetHdrLen : (i+1)*vnetHdrLen]
-	clear(vh)
-	i0 := len(c.iovs)
-	c.addIov(vh)
-	c.addIov(pkt)
+	c.iovs = append(c.iovs, iovec(pkt))
 	c.pkts = append(c.pkts, outPkt{iov0: i0, iov1: len(c.iovs), segs: 1, bytes: len(pkt)})
-	c.start(pkt, peer, vh, i)
+	if c.vnet {
+		c.start(pkt, peer, vh, i)
+	}
 }
 
 // start opens a run with pkt if a TCP segment like it could be merged: a
@@ -186,7 +177,7 @@ func (c *coalescer) merge(pkt []byte, peer [4]byte) bool {
 	case !ipv4ChecksumValid(pkt[:ihl]) || !tcpChecksumValid(pkt, ihl):
 		return false
 	}
-	c.addIov(pkt[hl:])
+	c.iovs = append(c.iovs, iovec(pkt[hl:]))
 	p := &c.pkts[r.pkt]
 	p.iov1 = len(c.iovs)
 	p.segs++

@@ -1,12 +1,12 @@
 package udp
 
 import (
-	"unsafe"
-
-	"golang.org/x/sys/unix"
 	"encoding/binary"
 	"math/rand/v2"
 	"testing"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // refSum is RFC 1071 done the plain way, 16-bit big-endian words, folded

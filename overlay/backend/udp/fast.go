@@ -189,15 +189,15 @@ func tunFD(name string, flags uint16) (int, error) {
 
 // configureFastLink tunes flannel0 for batches: a longer queue to absorb
 // bursts while the agent sends, and a cap on the segments of one TSO batch
-// so a read always fits the buffers (the kernel segments bigger ones
-// itself).
+// so that the datagrams of a read always fit a send batch (the kernel
+// segments bigger ones itself).
 func (f *fastPath) configureFastLink(link netlink.Link, log *slog.Logger) {
 	if err := netlink.LinkSetTxQLen(link, tunQueueLen); err != nil {
 		log.Warn("cannot raise the tun queue length", "dev", TunName, "err", err)
 	}
 	if f.feat.vnetHdr {
 		if err := netlink.LinkSetGSOMaxSegs(link, tunBatch); err != nil {
-			log.Warn("cannot cap the tun GSO segments; reads of batches with very small segments will be dropped", "dev", TunName, "err", err)
+			log.Warn("cannot cap the tun GSO segments; a batch of very small segments that does not fit a send batch will be dropped", "dev", TunName, "err", err)
 		}
 	}
 }

@@ -450,7 +450,7 @@ func (x *fastFixture) sendSegments(t *testing.T, pkts [][]byte) {
 	s := newSender(rc, len(pkts))
 	var p gsoPlanner
 	for i, pk := range pkts {
-		batch.addWhole(pk, x.addr())
+		batch.addSegment(pk, nil, x.addr())
 		p.add(i, len(pk), x.addr(), true)
 	}
 	s.build(p.msgs, batch)

@@ -78,28 +78,21 @@ func (s *sendBatch) size(i int) int { return s.dgrams[i].size }
 // room is how many more datagrams fit.
 func (s *sendBatch) room() int { return cap(s.dgrams) - len(s.dgrams) }
 
-func (s *sendBatch) addIov(b []byte) {
-	if len(b) == 0 {
-		return
-	}
-	var v unix.Iovec
-	v.Base = unsafe.SliceData(b)
+// iovec points at b (which must not be empty).
+func iovec(b []byte) unix.Iovec {
+	v := unix.Iovec{Base: unsafe.SliceData(b)}
 	v.SetLen(len(b))
-	s.iovs = append(s.iovs, v)
+	return v
 }
 
-// addWhole adds pkt as one datagram.
-func (s *sendBatch) addWhole(pkt []byte, dst netip.AddrPort) {
-	i0 := len(s.iovs)
-	s.addIov(pkt)
-	s.dgrams = append(s.dgrams, dgram{iov0: i0, iov1: len(s.iovs), size: len(pkt), dst: dst})
-}
-
-// addSegment adds a datagram made of a rebuilt header and a payload.
+// addSegment adds a datagram made of hdr and payload (either may be empty).
 func (s *sendBatch) addSegment(hdr, payload []byte, dst netip.AddrPort) {
 	i0 := len(s.iovs)
-	s.addIov(hdr)
-	s.addIov(payload)
+	for _, b := range [2][]byte{hdr, payload} {
+		if len(b) > 0 {
+			s.iovs = append(s.iovs, iovec(b))
+		}
+	}
 	s.dgrams = append(s.dgrams, dgram{iov0: i0, iov1: len(s.iovs), size: len(hdr) + len(payload), dst: dst})
 }
 
@@ -123,7 +116,7 @@ func (s *sendBatch) addTunPacket(h vnetHdr, pkt []byte, dst netip.AddrPort) (int
 		if s.room() < 1 {
 			return 0, errTooMany
 		}
-		s.addWhole(pkt, dst)
+		s.addSegment(pkt, nil, dst)
 		return 1, nil
 	case gsoTCPv4:
 		return s.splitTCP(pkt, int(h.gsoSize), dst)

@@ -159,7 +159,6 @@ func (d *tunDev) write(b []byte) error {
 	if len(b) == 0 {
 		return errors.New("empty packet")
 	}
-	d.wiov1[0].Base = unsafe.SliceData(b)
-	d.wiov1[0].SetLen(len(b))
+	d.wiov1[0] = iovec(b)
 	return d.writev(d.wiov1[:])
 }
