@@ -16,7 +16,6 @@ import (
 
 	etcdversion "go.etcd.io/etcd/api/v3/version"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
 	"github.com/overlaylab/overlaylab/overlay/config"
@@ -159,7 +158,7 @@ func RunControl(ctx context.Context, o ControlOptions) (*ControlReport, error) {
 		}
 	}()
 	for i := range clients {
-		c, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+		c, err := srv.Client()
 		if err != nil {
 			return nil, fmt.Errorf("etcd client: %w", err)
 		}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/overlaylab/overlaylab/internal/loopetcd"
 	"github.com/overlaylab/overlaylab/overlay/subnetenv"
 )
 
@@ -403,7 +404,7 @@ func TestRunIfaceByAddress(t *testing.T) {
 // TestUnreachableEtcd: an etcd that does not answer is retried and logged,
 // not fatal, and cancel still ends Run.
 func TestUnreachableEtcd(t *testing.T) {
-	port, err := freeTCPPort()
+	port, err := loopetcd.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}

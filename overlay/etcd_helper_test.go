@@ -6,16 +6,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
 	"github.com/overlaylab/overlaylab/internal/loopetcd"
 )
@@ -25,43 +22,12 @@ import (
 // by deleting the keys they use first).
 var agentEtcd *loopetcd.Server
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "overlaylab-agent-etcd-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	agentEtcd, err = loopetcd.Start(dir)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	agentEtcd.Stop()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
-
-// freeTCPPort returns a loopback port nobody listened on a moment ago. Someone
-// may take it before we use it; startTestEtcd retries for that reason.
-func freeTCPPort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
+func TestMain(m *testing.M) { loopetcd.RunTests(m, "overlaylab-agent-etcd-", &agentEtcd) }
 
 // etcdClient is a client of the test etcd, closed when the test ends.
 func etcdClient(t *testing.T) *clientv3.Client {
 	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   []string{agentEtcd.Endpoint},
-		DialTimeout: 5 * time.Second,
-		Logger:      zap.NewNop(),
-	})
+	cli, err := agentEtcd.Client()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +105,7 @@ type runningAgent struct {
 // everywhere, a private subnet file, logs captured.
 func agentOptions(t *testing.T, lb *logBuffer) Options {
 	t.Helper()
-	port, err := freeTCPPort()
+	port, err := loopetcd.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}

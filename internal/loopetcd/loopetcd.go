@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 )
@@ -28,11 +30,11 @@ type Server struct {
 func Start(dir string) (*Server, error) {
 	var lastErr error
 	for range 5 {
-		cport, err := freePort()
+		cport, err := FreePort()
 		if err != nil {
 			return nil, err
 		}
-		pport, err := freePort()
+		pport, err := FreePort()
 		if err != nil {
 			return nil, err
 		}
@@ -47,7 +49,9 @@ func Start(dir string) (*Server, error) {
 	return nil, lastErr
 }
 
-func freePort() (int, error) {
+// FreePort returns a loopback TCP port nobody listened on a moment ago;
+// someone may take it before the caller binds it.
+func FreePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err
@@ -101,3 +105,30 @@ func (s *Server) Stop() {
 
 // Etcd is the running embedded server (nil when stopped).
 func (s *Server) Etcd() *embed.Etcd { return s.e }
+
+// Client is a client of the member (no logs, a 5 s dial timeout).
+func (s *Server) Client() (*clientv3.Client, error) {
+	return clientv3.New(clientv3.Config{Endpoints: []string{s.Endpoint}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+}
+
+// RunTests is the body of a test package's TestMain that shares one member:
+// it starts the member in a fresh temporary directory named after pattern,
+// sets *srv, runs the tests (m is the *testing.M), stops the member, removes
+// the directory and exits with the tests' code.
+func RunTests(m interface{ Run() int }, pattern string, srv **Server) {
+	dir, err := os.MkdirTemp("", pattern)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	*srv, err = Start(dir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	(*srv).Stop()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}

@@ -4,14 +4,12 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
 	"github.com/overlaylab/overlaylab/internal/loopetcd"
 )
@@ -20,23 +18,7 @@ import (
 // isolate themselves with their own key prefix.
 var sharedEtcd *loopetcd.Server
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "overlaylab-subnet-etcd-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	sharedEtcd, err = loopetcd.Start(dir)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	sharedEtcd.Stop()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { loopetcd.RunTests(m, "overlaylab-subnet-etcd-", &sharedEtcd) }
 
 // startOwnEtcd gives a test its own etcd, for tests that stop or restart it.
 func startOwnEtcd(t *testing.T) *loopetcd.Server {
@@ -51,11 +33,7 @@ func startOwnEtcd(t *testing.T) *loopetcd.Server {
 
 func newClient(t *testing.T, te *loopetcd.Server) *clientv3.Client {
 	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   []string{te.Endpoint},
-		DialTimeout: 5 * time.Second,
-		Logger:      zap.NewNop(),
-	})
+	cli, err := te.Client()
 	if err != nil {
 		t.Fatal(err)
 	}
