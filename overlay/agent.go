@@ -48,6 +48,9 @@ type Options struct {
 	SubnetSeed int64
 	// UDPMode is the udp backend's datapath: "fast" or "simple".
 	UDPMode string
+	// UDPWorkers is the udp backend's number of parallel datapath workers
+	// (backend.Options.Workers); 0 = the backend's default.
+	UDPWorkers int
 	// Pprof serves /debug/pprof/ on the healthz address.
 	Pprof  bool
 	Logger *slog.Logger
@@ -122,7 +125,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if !ok {
 		return fmt.Errorf("config: Backend.Type %q is not built into this agent", cfg.Backend.Type)
 	}
-	be, err := factory(cfg, ext, &a.metrics, backend.Options{UDPMode: a.opts.UDPMode})
+	be, err := factory(cfg, ext, &a.metrics, backend.Options{UDPMode: a.opts.UDPMode, Workers: a.opts.UDPWorkers})
 	if err != nil {
 		return err
 	}

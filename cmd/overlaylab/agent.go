@@ -72,6 +72,9 @@ func agentCmd() *cobra.Command {
 			if o.UDPMode != "fast" && o.UDPMode != "simple" {
 				return fmt.Errorf("--udp-mode %q: use fast or simple", o.UDPMode)
 			}
+			if o.UDPWorkers < 0 || o.UDPWorkers > 1024 {
+				return fmt.Errorf("--udp-workers %d: must be 0..1024 (0 = the backend's default)", o.UDPWorkers)
+			}
 			if o.HealthzPort < 0 || o.HealthzPort > 65535 {
 				return fmt.Errorf("--healthz-port %d: must be 0..65535", o.HealthzPort)
 			}
@@ -105,6 +108,7 @@ func agentCmd() *cobra.Command {
 	_ = f.MarkHidden("lease-ttl")
 	_ = f.MarkHidden("lease-renew-margin")
 	f.StringVar(&o.UDPMode, "udp-mode", "fast", "udp backend datapath: fast (batched syscalls, TUN and UDP segmentation offloads) or simple (one packet per syscall, as flanneld); same datagrams on the wire")
+	f.IntVar(&o.UDPWorkers, "udp-workers", 0, "udp backend: parallel datapath workers (0 = the backend's default)")
 	return cmd
 }
 

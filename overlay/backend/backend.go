@@ -55,6 +55,9 @@ type Options struct {
 	// offloads; the default) or "simple" (one packet per syscall, the
 	// reference).
 	UDPMode string
+	// Workers is the number of parallel datapath workers for backends that
+	// have them; 0 = the backend's default.
+	Workers int
 }
 
 // Factory makes a backend for a network config.
