@@ -91,9 +91,14 @@ func DialContext(nsName string) func(ctx context.Context, network, addr string) 
 	}
 }
 
-// Create makes a new named namespace without leaving the calling thread in it
-// (netns.NewNamed switches the thread into the new namespace).
+// Create makes a new named namespace the way iproute2 does (RunDir a shared
+// mount point first, then the namespace bound onto a file there), without
+// leaving the calling thread in it (netns.NewNamed switches the thread into
+// the new namespace).
 func Create(name string) error {
+	if err := EnsureRunDir(); err != nil {
+		return err
+	}
 	orig, err := netns.Get()
 	if err != nil {
 		return fmt.Errorf("get current netns: %w", err)
@@ -112,7 +117,8 @@ func Create(name string) error {
 // Delete removes a named namespace; a missing one is not an error. A name
 // whose file exists with nothing mounted on it (its creator was killed
 // between creating the file and bind-mounting the namespace there) is
-// removed too.
+// removed too, and so is a name stuck under a later mount on RunDir (see
+// liftStale). It returns only when the name is gone.
 func Delete(name string) error {
 	path := filepath.Join(RunDir, name)
 	switch err := unix.Unmount(path, unix.MNT_DETACH); {
@@ -122,10 +128,16 @@ func Delete(name string) error {
 	default:
 		return fmt.Errorf("delete netns %s: unmount: %w", name, err)
 	}
-	if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
-		return fmt.Errorf("delete netns %s: %w", name, err)
+	err := os.Remove(path)
+	switch {
+	case err == nil, os.IsNotExist(err):
+		return nil
+	case errors.Is(err, unix.EBUSY):
+		// Still a mount point below a mount on RunDir that was made after
+		// the name was bound (iproute2's first `ip netns add`).
+		return liftStale(name)
 	}
-	return nil
+	return fmt.Errorf("delete netns %s: %w", name, err)
 }
 
 // List returns the named namespaces whose names start with prefix.
