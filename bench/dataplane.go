@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/overlaylab/overlaylab/lab"
+	"github.com/overlaylab/overlaylab/lab/plan"
 )
 
 // Config is one data-plane configuration: a backend (with agent flags), or
@@ -124,7 +125,7 @@ type Options struct {
 	Warmup        time.Duration // default 500ms
 	Probes        int           // ICMP probes per round; default 200
 	ProbeInterval time.Duration // default 5ms
-	StateRoot     string        // default lab.DefaultStateRoot
+	StateRoot     string        // default plan.DefaultStateRoot
 	Binary        string        // the overlaylab binary the labs run
 	LabPrefix     string        // lab names are <prefix><suffix>; default "bn" (at most 3 characters)
 	Command       string        // how the run was invoked, for the report
@@ -151,7 +152,7 @@ func (o *Options) defaults() error {
 		o.ProbeInterval = 5 * time.Millisecond
 	}
 	if o.StateRoot == "" {
-		o.StateRoot = lab.DefaultStateRoot
+		o.StateRoot = plan.DefaultStateRoot
 	}
 	if o.LabPrefix == "" {
 		o.LabPrefix = "bn"
@@ -275,7 +276,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 		pf("tearing down %s ...\n", plural(len(ours), "lab"))
 		for _, name := range ours {
-			if err := lab.Down(context.Background(), o.StateRoot, name); err != nil {
+			if _, err := lab.Down(context.Background(), o.StateRoot, name, lab.Options{Binary: o.Binary, Command: "bench"}); err != nil {
 				pf("  %s: %v\n", name, err)
 			}
 		}
@@ -372,17 +373,21 @@ func bringUp(ctx context.Context, o Options, c Config, res *ConfigResult, ours *
 	if c.Baseline {
 		containers = 0
 	}
-	spec := lab.Spec{
-		Name: res.Lab, Hosts: 2, Containers: containers, Backend: c.Backend,
-		Network: lab.DefaultNetwork, Underlay: lab.DefaultUnderlay, StateRoot: o.StateRoot,
-		Binary: o.Binary, AgentArgs: c.AgentArgs, Seed: 1,
-	}
-	*ours = append(*ours, res.Lab)
-	st, err := lab.Up(ctx, spec)
+	nw, err := plan.NewNetwork("", plan.DefaultNetwork, 0, c.Backend)
 	if err != nil {
-		_ = lab.Down(context.Background(), o.StateRoot, res.Lab)
 		return nil, err
 	}
+	spec := plan.Spec{
+		Name: res.Lab, Hosts: 2, Containers: containers, Networks: []plan.Network{nw},
+		Underlay: netip.MustParsePrefix(plan.DefaultUnderlay), AgentArgs: c.AgentArgs, Seed: 1,
+	}
+	*ours = append(*ours, res.Lab)
+	l, err := lab.Up(ctx, o.StateRoot, spec, lab.UpOptions{Options: lab.Options{Binary: o.Binary, Command: "bench"}})
+	if err != nil {
+		return nil, err
+	}
+	st := l.Snapshot()
+	l.Close()
 	r := &runner{res: res, st: st, cfg: c}
 	h1, h2 := &st.Hosts[0], &st.Hosts[1]
 	r.agents = []int{h1.AgentPID, h2.AgentPID}
@@ -406,15 +411,17 @@ func bringUp(ctx context.Context, o Options, c Config, res *ConfigResult, ours *
 		c1, c2 := h1.Containers[0], h2.Containers[0]
 		r.fromNS, r.toNS = c1.Netns, c2.Netns
 		r.toIP = netip.MustParseAddr(c2.IP)
-		eps = st.Endpoints()
+		eps = st.Endpoints("")
 		res.Path = fmt.Sprintf("h1/%s %s → h2/%s %s, MTU %d", c1.Name, c1.IP, c2.Name, c2.IP, h1.MTU)
 	}
 	pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	m, err := lab.PingMatrix(pctx, eps, nil, 200*time.Millisecond)
+	all := func(i, j int) bool { return i != j }
+	counts, err := lab.Probe(pctx, eps, all, lab.ProbeOptions{Interval: 200 * time.Millisecond, UntilAnswered: true})
 	if err != nil {
 		return nil, fmt.Errorf("connectivity check: %w", err)
 	}
+	m := lab.Judge(eps, all, counts, lab.Want{Kind: lab.WantAll, Once: true})
 	if !m.OK() {
 		return nil, fmt.Errorf("connectivity check failed:\n%s", m)
 	}
@@ -428,7 +435,7 @@ func (r *runner) measure(ctx context.Context, o Options, round int) RoundResult 
 	fail := func(what string, err error) {
 		rr.Errors = append(rr.Errors, what+": "+err.Error())
 	}
-	rtt, err := RTTProbe{Netns: r.fromNS, Dst: r.toIP, Warmup: 5, Count: o.Probes, Interval: o.ProbeInterval}.Run(ctx)
+	rtt, err := lab.RTTProbe{Netns: r.fromNS, Dst: r.toIP, Warmup: 5, Count: o.Probes, Interval: o.ProbeInterval}.Run(ctx)
 	if err != nil {
 		fail("rtt", err)
 	} else {
@@ -440,7 +447,7 @@ func (r *runner) measure(ctx context.Context, o Options, round int) RoundResult 
 	if _, restore, err := pinTasks(append([]int{os.Getpid()}, r.agents...)); err != nil {
 		fail("rtt on one CPU", err)
 	} else {
-		rtt, err := RTTProbe{Netns: r.fromNS, Dst: r.toIP, Warmup: 5, Count: o.Probes, Interval: o.ProbeInterval}.Run(ctx)
+		rtt, err := lab.RTTProbe{Netns: r.fromNS, Dst: r.toIP, Warmup: 5, Count: o.Probes, Interval: o.ProbeInterval}.Run(ctx)
 		restore()
 		if err != nil {
 			fail("rtt on one CPU", err)

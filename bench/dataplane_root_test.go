@@ -14,7 +14,7 @@ import (
 
 	"github.com/overlaylab/overlaylab/internal/nsutil"
 	"github.com/overlaylab/overlaylab/lab"
-	"github.com/overlaylab/overlaylab/topo"
+	"github.com/overlaylab/overlaylab/lab/plan"
 )
 
 // overlaylabBinary is $OVERLAYLAB_BIN or a fresh build of cmd/overlaylab.
@@ -116,7 +116,7 @@ func TestDataPlaneRoot(t *testing.T) {
 		if nsExists(l) {
 			t.Errorf("namespaces of lab %s are left", l)
 		}
-		if _, err := os.Stat(lab.StateDir(o.StateRoot, l)); !os.IsNotExist(err) {
+		if _, err := os.Stat(plan.StateDir(o.StateRoot, l)); !os.IsNotExist(err) {
 			t.Errorf("state dir of lab %s is left", l)
 		}
 		if pids := markedProcesses(l); len(pids) > 0 {
@@ -126,7 +126,7 @@ func TestDataPlaneRoot(t *testing.T) {
 }
 
 func nsExists(labName string) bool {
-	ns, _ := nsutil.List(topo.Names{Lab: labName}.Prefix())
+	ns, _ := nsutil.List(plan.Names{Lab: labName}.Prefix())
 	return len(ns) > 0
 }
 

@@ -8,9 +8,7 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
-
-	"github.com/overlaylab/overlaylab/lab"
-	"github.com/overlaylab/overlaylab/topo"
+	"github.com/overlaylab/overlaylab/lab/plan"
 )
 
 // expectCleanRefusal checks the contract for bad input: non-zero exit, one
@@ -20,8 +18,8 @@ func expectCleanRefusal(r result, name, want string) {
 	msg := strings.TrimSpace(r.stderr)
 	ExpectWithOffset(1, strings.Count(msg, "\n")).To(Equal(0), "want one line, got:\n%s", msg)
 	ExpectWithOffset(1, msg).To(ContainSubstring(want))
-	ExpectWithOffset(1, netnsWithPrefix(topo.Names{Lab: name}.Prefix())).To(BeEmpty())
-	_, err := os.Stat(lab.StateDir(stateRoot, name))
+	ExpectWithOffset(1, netnsWithPrefix(plan.Names{Lab: name}.Prefix())).To(BeEmpty())
+	_, err := os.Stat(plan.StateDir(stateRoot, name))
 	ExpectWithOffset(1, os.IsNotExist(err)).To(BeTrue(), "state dir left behind")
 }
 

@@ -9,7 +9,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/overlaylab/overlaylab/lab"
-	"github.com/overlaylab/overlaylab/topo"
+	"github.com/overlaylab/overlaylab/lab/plan"
 )
 
 // markedProcesses lists PIDs carrying a lab's mark in their environment.
@@ -33,12 +33,12 @@ var _ = Describe("up killed with SIGKILL while building", func() {
 			cmd.Env = append(os.Environ(), lab.EnvCrashAt+"="+phase)
 			r := runCmd(cmd)
 			Expect(r.code).To(Equal(-1), "up should have been killed: "+r.String())
-			Expect(netnsWithPrefix(topo.Names{Lab: name}.Prefix())).NotTo(BeEmpty(), "nothing was built before %s", phase)
+			Expect(netnsWithPrefix(plan.Names{Lab: name}.Prefix())).NotTo(BeEmpty(), "nothing was built before %s", phase)
 			if phase != "after-etcd" {
 				Expect(markedProcesses(name)).NotTo(BeEmpty(), "no process was started before %s", phase)
 			}
 			if dropState {
-				Expect(os.RemoveAll(lab.StateDir(stateRoot, name))).To(Succeed())
+				Expect(os.RemoveAll(plan.StateDir(stateRoot, name))).To(Succeed())
 			}
 			// down --all removes every lab on the machine, a developer's
 			// too: CI (CI=true) proves it, a local run uses the lab's name
@@ -49,9 +49,9 @@ var _ = Describe("up killed with SIGKILL while building", func() {
 				r = run(labArgs(name, "down")...)
 			}
 			Expect(r.code).To(Equal(0), r.String())
-			Expect(netnsWithPrefix(topo.Names{Lab: name}.Prefix())).To(BeEmpty())
+			Expect(netnsWithPrefix(plan.Names{Lab: name}.Prefix())).To(BeEmpty())
 			Eventually(func() []string { return markedProcesses(name) }).Should(BeEmpty())
-			_, err := os.Stat(lab.StateDir(stateRoot, name))
+			_, err := os.Stat(plan.StateDir(stateRoot, name))
 			Expect(os.IsNotExist(err)).To(BeTrue(), "state dir left")
 		},
 		Entry("after etcd", "after-etcd", false),

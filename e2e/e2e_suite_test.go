@@ -182,3 +182,23 @@ func gone(pid int) bool {
 
 // syscallAlive reports whether pid runs (and is not a zombie).
 func syscallAlive(pid int) bool { return !gone(pid) }
+
+// pingMatrix probes the pairs pair selects (nil: every pair) until each
+// answered once or ctx ends, and judges "all answered" with the lab's own
+// prober and judge.
+func pingMatrix(ctx context.Context, eps []lab.Endpoint, pair func(i, j int) bool) (*lab.Matrix, error) {
+	if pair == nil {
+		pair = func(i, j int) bool { return i != j }
+	}
+	c, err := lab.Probe(ctx, eps, pair, lab.ProbeOptions{Interval: 250 * time.Millisecond, UntilAnswered: true})
+	return lab.Judge(eps, pair, c, lab.Want{Kind: lab.WantAll, Once: true}), err
+}
+
+// openLab takes a lab's handle (and its lock) for a spec that drives the
+// lab through the Go API; the spec closes it.
+func openLab(name string) *lab.Lab {
+	l, err := lab.Open(context.Background(), stateRoot, name, lab.Options{Binary: bin, Command: "e2e " + CurrentSpecReport().LeafNodeText})
+	ExpectWithOffset(1, err).NotTo(HaveOccurred())
+	DeferCleanup(l.Close)
+	return l
+}

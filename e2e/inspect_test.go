@@ -18,6 +18,7 @@ import (
 
 	"github.com/overlaylab/overlaylab/internal/nsutil"
 	"github.com/overlaylab/overlaylab/lab"
+	"github.com/overlaylab/overlaylab/overlay/subnet"
 )
 
 // peerEntries is the overlay state a host's kernel holds for its peers.
@@ -107,7 +108,15 @@ func refersTo(s string, h lab.HostState) bool {
 
 // deleteLease removes a host's lease key, as an operator would.
 func deleteLease(st *lab.State, sub string) {
-	ExpectWithOffset(1, lab.DeleteLease(context.Background(), st, sub)).To(Succeed())
+	p := netip.MustParsePrefix(sub)
+	key := "/coreos.com/network/subnets/" + subnet.SubnetKey(p)
+	cli, err := st.EtcdClient()
+	ExpectWithOffset(1, err).NotTo(HaveOccurred())
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err = cli.Delete(ctx, key)
+	ExpectWithOffset(1, err).NotTo(HaveOccurred())
 }
 
 // metrics fetches an agent's /metrics from inside its host namespace.
@@ -139,7 +148,7 @@ func peersGauge(ns string) int {
 
 // putConfig writes the network config key directly.
 func putConfig(st *lab.State, value string) {
-	ExpectWithOffset(1, lab.PutConfig(context.Background(), st, value)).To(Succeed())
+	putKey(st, "/coreos.com/network/config", value)
 }
 
 // putKey writes one key of the lab's etcd.

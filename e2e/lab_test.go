@@ -14,9 +14,8 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/overlaylab/overlaylab/lab"
+	"github.com/overlaylab/overlaylab/lab/plan"
 	"github.com/overlaylab/overlaylab/overlay/subnet"
-	"github.com/overlaylab/overlaylab/pcapcheck"
-	"github.com/overlaylab/overlaylab/topo"
 )
 
 // labSpecs is the life of one lab of a backend: up, inspect, break, recover, down.
@@ -246,14 +245,14 @@ func labSpecs(backend, name string) {
 			}
 			// And the remaining two hosts still talk.
 			var eps []lab.Endpoint
-			for _, e := range st.Endpoints() {
+			for _, e := range st.Endpoints("") {
 				if e.Name[:2] != leaving.Name {
 					eps = append(eps, e)
 				}
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			m, err := lab.PingMatrix(ctx, eps, nil, 250*time.Millisecond)
+			m, err := pingMatrix(ctx, eps, nil)
 			Expect(err).NotTo(HaveOccurred())
 			Expect(m.OK()).To(BeTrue(), "matrix without %s:\n%s", leaving.Name, m)
 		})
@@ -269,11 +268,11 @@ func labSpecs(backend, name string) {
 			}
 			r := run(labArgs(name, "down")...)
 			Expect(r.code).To(Equal(0), r.String())
-			Expect(netnsWithPrefix(topo.Names{Lab: name}.Prefix())).To(BeEmpty())
+			Expect(netnsWithPrefix(plan.Names{Lab: name}.Prefix())).To(BeEmpty())
 			for _, pid := range pids {
 				Eventually(func() bool { return gone(pid) }).Should(BeTrue(), "pid %d still runs", pid)
 			}
-			_, err := os.Stat(lab.StateDir(stateRoot, name))
+			_, err := os.Stat(plan.StateDir(stateRoot, name))
 			Expect(os.IsNotExist(err)).To(BeTrue())
 			Expect(rootLinks()).To(Equal(linksBefore))
 			r = run(labArgs(name, "down")...)
@@ -283,30 +282,26 @@ func labSpecs(backend, name string) {
 }
 
 // checkMatrixAndWire runs the full ping matrix while capturing on host
-// index hi's underlay and checks that host's cross-host echoes.
+// index hi's underlay and checks that host's cross-host echoes, with the
+// lab's own wire check (which also pins each echo's destination MAC).
 func checkMatrixAndWire(st *lab.State, hi int) {
+	l, err := lab.Open(context.Background(), stateRoot, st.Name, lab.Options{Binary: bin, Command: "e2e wire check"})
+	ExpectWithOffset(1, err).NotTo(HaveOccurred())
+	defer l.Close()
+	st = l.Snapshot()
 	h := st.Hosts[hi]
-	capt, err := pcapcheck.Start(context.Background(), h.Netns, "eth0")
-	Expect(err).NotTo(HaveOccurred())
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	m, err := lab.PingMatrix(ctx, st.Endpoints(), nil, 250*time.Millisecond)
-	cancel()
-	time.Sleep(50 * time.Millisecond)
-	frames, cerr := capt.Stop()
-	Expect(err).NotTo(HaveOccurred())
-	Expect(m.OK()).To(BeTrue(), "ping matrix:\n%s", m)
-	Expect(cerr).NotTo(HaveOccurred())
-
-	macs, err := st.WireMACs(context.Background())
-	Expect(err).NotTo(HaveOccurred())
-	eps := st.Endpoints()
-	x := pcapcheck.Expect{Encap: st.Encap(), Echoes: st.EchoFlows(h.Name, eps, func(i, j int) bool { return true }, macs)}
-	Expect(x.Echoes).To(HaveLen(len(h.Containers) * (len(eps) - len(h.Containers))))
-	if st.Backend != "udp" {
-		Expect(macs).To(HaveLen(len(st.Hosts)), "a wire MAC for every host")
-	}
-	rep := pcapcheck.Check(pcapcheck.Decode(frames, x.Encap), x)
-	Expect(rep.OK).To(BeTrue(), rep.Summary)
+	eps := st.Endpoints("")
+	res, err := l.CheckWire(context.Background(), lab.WireCheck{Host: h.Name, CheckMACs: true,
+		Traffic: func(ctx context.Context) ([]lab.Endpoint, *lab.Matrix, error) {
+			ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+			defer cancel()
+			m, err := pingMatrix(ctx, eps, nil)
+			return eps, m, err
+		}})
+	ExpectWithOffset(1, err).NotTo(HaveOccurred())
+	ExpectWithOffset(1, res.Matrix.OK()).To(BeTrue(), "ping matrix:\n%s", res.Matrix)
+	ExpectWithOffset(1, res.OK).To(BeTrue(), res.Summary)
+	ExpectWithOffset(1, res.Echoes).To(Equal(len(h.Containers)*(len(eps)-len(h.Containers))), "every cross-host echo from %s checked", h.Name)
 }
 
 func nthHost(p netip.Prefix, n int) netip.Addr {

@@ -11,6 +11,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/overlaylab/overlaylab/scenarios"
+	"github.com/overlaylab/overlaylab/scenarios/report"
 )
 
 func repoRoot() string {
@@ -32,7 +33,7 @@ var _ = Describe("scenario library", func() {
 			r := run("run", f, "--out", out, "--state-dir", stateRoot)
 			Expect(r.code).To(Equal(0), r.String())
 			Expect(r.stdout).To(ContainSubstring("PASSED " + name))
-			var res scenarios.Result
+			var res report.Result
 			data, err := os.ReadFile(filepath.Join(out, "result.json"))
 			Expect(err).NotTo(HaveOccurred())
 			Expect(json.Unmarshal(data, &res)).To(Succeed())
@@ -43,13 +44,13 @@ var _ = Describe("scenario library", func() {
 			}
 			// Hosts that join or leave are drawn with the moment they did.
 			for _, step := range res.Timeline {
-				if step.Action != scenarios.ActionHostAdd && step.Action != scenarios.ActionHostRemove {
+				if step.Action != string(scenarios.ActionHostAdd) && step.Action != string(scenarios.ActionHostRemove) {
 					continue
 				}
 				var found bool
 				for _, h := range res.Topology.Hosts {
 					at := h.AddedAt
-					if step.Action == scenarios.ActionHostRemove {
+					if step.Action == string(scenarios.ActionHostRemove) {
 						at = h.RemovedAt
 					}
 					if h.Name == step.Host && at != nil {
@@ -70,7 +71,7 @@ var _ = Describe("a scenario written to fail", func() {
 		Expect(r.code).To(Equal(1), r.String())
 		Expect(r.stdout).To(ContainSubstring("FAILED link-down-expects-all"))
 		Expect(r.stdout).To(ContainSubstring("✗ expect all-across-link-down"))
-		var res scenarios.Result
+		var res report.Result
 		data, err := os.ReadFile(filepath.Join(out, "result.json"))
 		Expect(err).NotTo(HaveOccurred())
 		Expect(json.Unmarshal(data, &res)).To(Succeed())

@@ -62,10 +62,10 @@ var _ = Describe("soak", Label("soak"), Ordered, func() {
 		// Continuous pings over the whole run.
 		ctx, cancel := context.WithTimeout(context.Background(), dur)
 		defer cancel()
-		eps := st.Endpoints()
+		eps := st.Endpoints("")
 		done := make(chan *lab.Counts, 1)
 		go func() {
-			c, _ := lab.ProbeWindow(ctx, eps, func(i, j int) bool { return true }, 500*time.Millisecond)
+			c, _ := lab.Probe(ctx, eps, func(i, j int) bool { return i != j }, lab.ProbeOptions{Interval: 500 * time.Millisecond})
 			done <- c
 		}()
 
@@ -80,11 +80,10 @@ var _ = Describe("soak", Label("soak"), Ordered, func() {
 			Expect(r.code).To(Equal(0), r.String())
 			restarts++
 			if !etcdRestarted && time.Since(start) > dur/2 {
-				cur, err := lab.Load(stateRoot, name)
-				Expect(err).NotTo(HaveOccurred())
-				Expect(lab.StopEtcd(cur, 1)).To(Succeed())
+				Expect(run(labArgs(name, "etcd", "stop")...).code).To(Equal(0))
 				time.Sleep(10 * time.Second)
-				Expect(lab.StartEtcd(context.Background(), cur, bin, 1)).To(Succeed())
+				r := run(labArgs(name, "etcd", "start")...)
+				Expect(r.code).To(Equal(0), r.String())
 				etcdRestarted = true
 			}
 			s := read()

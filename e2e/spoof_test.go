@@ -18,6 +18,7 @@ import (
 
 	"github.com/overlaylab/overlaylab/internal/nsutil"
 	"github.com/overlaylab/overlaylab/lab"
+	"github.com/overlaylab/overlaylab/lab/plan"
 	"github.com/overlaylab/overlaylab/pcapcheck"
 	"github.com/overlaylab/overlaylab/topo"
 )
@@ -91,12 +92,14 @@ func dropCount(ns, reason string) int {
 	return n
 }
 
-// attacker attaches a namespace to the underlay that is not a peer.
+// attacker attaches a namespace to the underlay that is not a peer (and is
+// not the lab's: the spec removes it).
 func attacker(st *lab.State) string {
-	ns := topo.Names{Lab: st.Name}.Prefix() + "atk"
+	ns := plan.Names{Lab: st.Name}.Prefix() + "atk"
 	Expect(topo.CreateNS(ns)).To(Succeed())
+	DeferCleanup(func() { _ = nsutil.Delete(ns) })
 	Expect(topo.Attach(topo.Attachment{NodeNS: ns, NodeIf: "eth0", Addr: netip.MustParsePrefix("192.168.77.200/24"),
-		BridgeNS: st.Underlay.Netns, Bridge: st.Underlay.Bridge, Port: ns})).To(Succeed())
+		BridgeNS: st.Underlay.Netns, Bridge: st.Underlay.Bridge, Port: "atk"})).To(Succeed())
 	return ns
 }
 

@@ -26,6 +26,7 @@ import (
 
 	"github.com/overlaylab/overlaylab/internal/nsutil"
 	"github.com/overlaylab/overlaylab/lab"
+	"github.com/overlaylab/overlaylab/lab/plan"
 	"github.com/overlaylab/overlaylab/pcapcheck"
 )
 
@@ -85,7 +86,7 @@ var _ = Describe("fast udp datapath", Ordered, func() {
 	AfterEach(func() {
 		if CurrentSpecReport().Failed() {
 			for _, v := range ufVariants {
-				if _, err := os.Stat(lab.StateDir(stateRoot, v.lab)); err == nil {
+				if _, err := os.Stat(plan.StateDir(stateRoot, v.lab)); err == nil {
 					dumpLab(v.lab)
 				}
 			}
@@ -208,7 +209,7 @@ var _ = Describe("fast udp datapath", Ordered, func() {
 
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
-			m, err := lab.PingMatrix(ctx, st.Endpoints(), nil, 250*time.Millisecond)
+			m, err := pingMatrix(ctx, st.Endpoints(""), nil)
 			Expect(err).NotTo(HaveOccurred())
 			Expect(m.OK()).To(BeTrue(), "ping matrix:\n%s", m)
 

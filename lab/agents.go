@@ -1,44 +1,411 @@
 package lab
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/overlaylab/overlaylab/internal/nsutil"
+	"github.com/overlaylab/overlaylab/lab/plan"
+	"github.com/overlaylab/overlaylab/overlay/subnetenv"
 )
 
-// KillAgent sends sig to a host's agent and waits until it is gone.
-func KillAgent(st *State, host string, sig syscall.Signal) error {
-	h, ok := st.Host(host)
-	if !ok {
-		return fmt.Errorf("no host %q in lab %q", host, st.Name)
+// An agent is any binary that takes flanneld's flags: overlaylab's own (the
+// default, `overlaylab agent …`) or another, such as upstream flanneld. The
+// lab tells them apart by what `--version` prints, talks to any of them
+// with flanneld's flags only, and gives our own agent its extra knobs
+// (seed, lease TTL, udp mode, pprof) and our readiness probe (/readyz). A
+// foreign agent is ready when it has written subnet.env after it started
+// and its lease is in etcd.
+
+// probeAgent resolves an agent spec to the binary it runs and its version.
+func probeAgent(ctx context.Context, a plan.Agent, self string) (AgentState, error) {
+	path := a.Path
+	if path == "" {
+		path = self
 	}
-	if !alive(h.AgentPID, st.Name) {
-		return fmt.Errorf("agent on %s (pid %d) is not running", host, h.AgentPID)
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return AgentState{}, fmt.Errorf("agent %s: %w", path, err)
 	}
-	return stop(h.AgentPID, st.Name, sig, 5*time.Second)
+	if fi, err := os.Stat(abs); err != nil {
+		return AgentState{}, fmt.Errorf("agent %s: %w", path, err)
+	} else if fi.IsDir() || fi.Mode()&0o111 == 0 {
+		return AgentState{}, fmt.Errorf("agent %s: not an executable file", path)
+	}
+	ver, err := agentVersion(ctx, abs)
+	if err != nil {
+		return AgentState{}, fmt.Errorf("agent %s: %w", path, err)
+	}
+	return AgentState{Path: abs, Version: ver, Ours: isOurs(ver), Args: a.Args}, nil
 }
 
-// RestartAgent starts a host's agent again with the flags it had, waits
-// until it is ready and saves the new PID.
-func RestartAgent(ctx context.Context, st *State, bin, host string) error {
-	h, ok := st.Host(host)
-	if !ok {
-		return fmt.Errorf("no host %q in lab %q", host, st.Name)
+// isOurs reads an agent's --version line: overlaylab prints "overlaylab …".
+func isOurs(version string) bool { return strings.HasPrefix(version, "overlaylab") }
+
+// agentVersion runs `PATH --version` and returns its first line.
+func agentVersion(ctx context.Context, path string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, path, "--version").CombinedOutput()
+	line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+	if err != nil {
+		return "", fmt.Errorf("`%s --version` failed (%v): %s", path, err, line)
 	}
-	if alive(h.AgentPID, st.Name) {
+	if line == "" {
+		return "unknown", nil
+	}
+	return line, nil
+}
+
+// probeAgents resolves every host's agent once per distinct binary, and
+// refuses flags only our agent takes on another one.
+func probeAgents(ctx context.Context, p *plan.Plan, self string) ([]AgentState, error) {
+	cache := map[string]AgentState{}
+	out := make([]AgentState, p.Hosts)
+	for i := range out {
+		a, args := p.AgentOn(i + 1)
+		key := a.Path
+		st, ok := cache[key]
+		if !ok {
+			var err error
+			if st, err = probeAgent(ctx, plan.Agent{Path: a.Path}, self); err != nil {
+				return nil, err
+			}
+			cache[key] = st
+		}
+		st.Args = a.Args
+		if !st.Ours {
+			if flag := plan.OurAgentOnlyFlag(args); flag != "" {
+				return nil, &plan.FieldError{Field: "agent-arg", Value: flag, Rule: fmt.Sprintf("only overlaylab's agent takes it, and host h%d runs %s (%s)", i+1, st.Path, st.Version), Host: i + 1}
+			}
+			if p.Multi() {
+				return nil, &plan.FieldError{Field: "agent", Value: st.Path, Rule: "a multi-network lab needs overlaylab's agent (--networks)", Host: i + 1}
+			}
+		}
+		out[i] = st
+	}
+	return out, nil
+}
+
+// agentArgs is the command line of a host's agent.
+func (l *Lab) agentArgs(st *State, h *HostState, extra []string) []string {
+	var args []string
+	if h.Agent.Ours {
+		args = append(args, "agent")
+	}
+	flag := func(name, value string) { args = append(args, "--"+name+"="+value) }
+	flag("etcd-endpoints", strings.Join(st.Etcd.Endpoints, ","))
+	flag("iface", plan.HostIf)
+	flag("public-ip", h.UnderlayIP)
+	flag("healthz-port", strconv.Itoa(plan.HealthzPort))
+	flag("ip-masq", "false")
+	if t := st.Etcd.TLS; t != nil {
+		flag("etcd-cafile", t.CA)
+		flag("etcd-certfile", t.ClientCert)
+		flag("etcd-keyfile", t.ClientKey)
+	}
+	if len(st.Networks) > 1 || st.Networks[0].Name != "" {
+		var names []string
+		for _, n := range st.Networks {
+			names = append(names, n.Name)
+		}
+		flag("etcd-prefix", defaultPrefix)
+		flag("networks", strings.Join(names, ","))
+		flag("subnet-dir", h.SubnetDir)
+	} else {
+		flag("etcd-prefix", st.Networks[0].Prefix)
+		flag("subnet-file", h.SubnetFile)
+	}
+	if h.Agent.Ours {
+		flag("healthz-ip", "0.0.0.0")
+		if st.Seed != 0 {
+			flag("subnet-seed", strconv.FormatInt(st.Seed, 10))
+		}
+	}
+	args = append(args, h.Agent.Args...)
+	return append(args, extra...)
+}
+
+// startAgent starts a host's agent with the host's recorded extra flags, or
+// with extra when it is non-nil, and records its PID.
+func (l *Lab) startAgent(host string, extra []string) error {
+	st := l.Snapshot()
+	h, err := st.host(host)
+	if err != nil {
+		return err
+	}
+	if extra == nil {
+		extra = h.AgentArgs
+	}
+	if err := os.MkdirAll(filepath.Dir(h.SubnetFile), 0o755); err != nil {
+		return err
+	}
+	if h.SubnetDir != "" {
+		if err := os.MkdirAll(h.SubnetDir, 0o755); err != nil {
+			return err
+		}
+	}
+	pid, err := spawn(h.Agent.Path, h.Netns, l.name, "agent-"+h.Name, l.agentArgs(st, h, extra), h.AgentLog, h.Agent.Ours)
+	if err != nil {
+		return err
+	}
+	return l.update(func(st *State) error {
+		h, err := st.host(host)
+		if err != nil {
+			return err
+		}
+		h.AgentPID = pid
+		h.AgentArgs = extra
+		h.Agent.Started = append(h.Agent.Started, pid)
+		return nil
+	})
+}
+
+// waitAgents waits until the named hosts' agents are ready, then records
+// each one's subnet and MTU from its subnet.env. An agent that exits first
+// fails the wait with the end of its log.
+func (l *Lab) waitAgents(ctx context.Context, hosts []string, timeout time.Duration) error {
+	st := l.Snapshot()
+	deadline := time.Now().Add(timeout)
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(32)
+	for _, name := range hosts {
+		h, err := st.host(name)
+		if err != nil {
+			return err
+		}
+		started := time.Now()
+		g.Go(func() error {
+			for {
+				ok, why := l.agentReady(ctx, st, h, started)
+				if ok {
+					break
+				}
+				if !alive(h.AgentPID, l.name) {
+					return fmt.Errorf("agent on %s (%s, pid %d) exited before it was ready\n--- %s ---\n%s", h.Name, h.Agent.Path, h.AgentPID, h.AgentLog, tail(h.AgentLog, 20))
+				}
+				if time.Now().After(deadline) {
+					return fmt.Errorf("agent on %s (%s, pid %d) not ready within %s: %s\n--- %s ---\n%s", h.Name, h.Agent.Path, h.AgentPID, timeout, why, h.AgentLog, tail(h.AgentLog, 20))
+				}
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(20 * time.Millisecond):
+				}
+			}
+			return l.recordSubnets(h.Name)
+		})
+	}
+	return g.Wait()
+}
+
+// recordSubnets reads a ready host's subnet.env files into the state.
+func (l *Lab) recordSubnets(host string) error {
+	return l.update(func(st *State) error {
+		h, err := st.host(host)
+		if err != nil {
+			return err
+		}
+		for k, n := range st.Networks {
+			env, err := subnetenv.Read(h.subnetFileOf(n.Name))
+			if err != nil {
+				return fmt.Errorf("agent on %s is ready but: %w", host, err)
+			}
+			sub := env.Subnet.Masked().String()
+			if k == 0 {
+				h.Subnet, h.MTU = sub, env.MTU
+			}
+			if n.Name != "" {
+				if h.Subnets == nil {
+					h.Subnets = map[string]string{}
+				}
+				h.Subnets[n.Name] = sub
+			}
+		}
+		return nil
+	})
+}
+
+// subnetFileOf is the host's subnet.env for a network.
+func (h *HostState) subnetFileOf(network string) string {
+	if h.SubnetDir == "" {
+		return h.SubnetFile
+	}
+	return filepath.Join(h.SubnetDir, network+".env")
+}
+
+// agentReady judges readiness by the PID the lab started: for our agent,
+// /readyz answers 200 and that PID is the one listening on the port (not a
+// predecessor still holding it); for another agent, every subnet.env was
+// written after it started and its lease is in etcd.
+func (l *Lab) agentReady(ctx context.Context, st *State, h *HostState, started time.Time) (bool, string) {
+	if h.Agent.Ours {
+		if !readyz(ctx, h.Netns) {
+			return false, "/readyz does not answer 200"
+		}
+		if !listensOn(h.AgentPID, plan.HealthzPort) {
+			return false, fmt.Sprintf("port %d is not held by pid %d", plan.HealthzPort, h.AgentPID)
+		}
+		return true, ""
+	}
+	for _, n := range st.Networks {
+		fi, err := os.Stat(h.subnetFileOf(n.Name))
+		if err != nil || fi.ModTime().Before(started.Add(-time.Second)) {
+			return false, "no subnet.env written since it started"
+		}
+		env, err := subnetenv.Read(h.subnetFileOf(n.Name))
+		if err != nil {
+			return false, err.Error()
+		}
+		sub, err := l.leaseOf(ctx, n.Name, h.UnderlayIP)
+		if err != nil || sub != env.Subnet.Masked().String() {
+			return false, fmt.Sprintf("no lease for %s in etcd matching subnet.env's %s", h.UnderlayIP, env.Subnet.Masked())
+		}
+	}
+	return true, ""
+}
+
+// readyz asks our agent's /readyz from inside its host namespace.
+func readyz(ctx context.Context, netns string) bool {
+	c := &http.Client{
+		Timeout:   time.Second,
+		Transport: &http.Transport{DialContext: nsutil.DialContext(netns), DisableKeepAlives: true},
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://127.0.0.1:"+strconv.Itoa(plan.HealthzPort)+"/readyz", nil)
+	if err != nil {
+		return false
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// listensOn reports whether pid holds a TCP socket listening on port (in
+// its own network namespace, which /proc/PID/net/tcp shows).
+func listensOn(pid, port int) bool {
+	want := fmt.Sprintf(":%04X", port)
+	inodes := map[string]bool{}
+	// Go listens on 0.0.0.0 with a dual-stack socket, listed in tcp6.
+	for _, table := range []string{"tcp", "tcp6"} {
+		data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/net/" + table)
+		if err != nil {
+			continue
+		}
+		sc := bufio.NewScanner(bytes.NewReader(data))
+		for sc.Scan() {
+			f := strings.Fields(sc.Text())
+			// sl local rem st tx:rx tr:when retrnsmt uid timeout inode
+			if len(f) > 9 && strings.HasSuffix(f[1], want) && f[3] == "0A" {
+				inodes["socket:["+f[9]+"]"] = true
+			}
+		}
+	}
+	if len(inodes) == 0 {
+		return false
+	}
+	fds, _ := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/fd")
+	for _, fd := range fds {
+		if link, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/fd/" + fd.Name()); err == nil && inodes[link] {
+			return true
+		}
+	}
+	return false
+}
+
+// KillAgent sends sig to a host's agent and waits until it is gone.
+func (l *Lab) KillAgent(host string, sig syscall.Signal) error {
+	st := l.Snapshot()
+	h, err := st.host(host)
+	if err != nil {
+		return err
+	}
+	if !alive(h.AgentPID, l.name) {
+		return fmt.Errorf("agent on %s (pid %d) is not running", host, h.AgentPID)
+	}
+	return stop(h.AgentPID, l.name, sig, 5*time.Second)
+}
+
+// StartAgentOptions tune StartAgent.
+type StartAgentOptions struct {
+	// NoWait returns once the process runs, without waiting for it to be
+	// ready (an agent started during an etcd outage cannot be).
+	NoWait bool
+	// Agent, when set, replaces the host's agent binary from now on (an
+	// upgrade or a downgrade).
+	Agent *plan.Agent
+}
+
+// StartAgent starts a host's stopped agent again with the flags it had and,
+// unless NoWait, waits until it is ready.
+func (l *Lab) StartAgent(ctx context.Context, host string, o StartAgentOptions) error {
+	st := l.Snapshot()
+	h, err := st.host(host)
+	if err != nil {
+		return err
+	}
+	if alive(h.AgentPID, l.name) {
 		return fmt.Errorf("agent on %s (pid %d) is still running", host, h.AgentPID)
 	}
-	if err := StartAgent(st, h, bin, nil); err != nil {
+	if o.Agent != nil {
+		a, err := probeAgent(ctx, *o.Agent, l.bin)
+		if err != nil {
+			return err
+		}
+		if flag := plan.OurAgentOnlyFlag(h.AgentArgs); flag != "" && !a.Ours {
+			return fmt.Errorf("host %s's agent flags include %s, which %s (%s) does not take", host, flag, a.Path, a.Version)
+		}
+		if err := l.update(func(st *State) error {
+			h, err := st.host(host)
+			if err == nil {
+				a.Started = h.Agent.Started
+				h.Agent = a
+			}
+			return err
+		}); err != nil {
+			return err
+		}
+	}
+	if err := l.startAgent(host, nil); err != nil {
 		return err
 	}
-	if err := st.Save(); err != nil {
-		return err
+	if o.NoWait {
+		return nil
 	}
-	if err := WaitAgents(ctx, st, 30*time.Second, []string{host}); err != nil {
-		return err
+	return l.waitAgents(ctx, []string{host}, agentReadyTimeout(1))
+}
+
+// WaitAgent waits until a host's agent is ready (after StartAgent with
+// NoWait, once etcd is back).
+func (l *Lab) WaitAgent(ctx context.Context, host string, timeout time.Duration) error {
+	return l.waitAgents(ctx, []string{host}, timeout)
+}
+
+// AgentReady reports once whether a host's agent is ready now.
+func (l *Lab) AgentReady(ctx context.Context, host string) (bool, string) {
+	st := l.Snapshot()
+	h, err := st.host(host)
+	if err != nil {
+		return false, err.Error()
 	}
-	return st.Save()
+	if !alive(h.AgentPID, l.name) {
+		return false, fmt.Sprintf("agent on %s (pid %d) is not running", host, h.AgentPID)
+	}
+	return l.agentReady(ctx, st, h, time.Time{})
 }
 
 // AgentAlive reports whether a host's agent runs.
@@ -46,3 +413,25 @@ func (s *State) AgentAlive(host string) bool {
 	h, ok := s.Host(host)
 	return ok && alive(h.AgentPID, s.Name)
 }
+
+// AgentExit reads how a host's last agent ended, when the process that
+// started it recorded it ("exit 0", "signal: killed"); ok=false while it
+// runs or when unknown.
+func AgentExit(h *HostState) (code int, how string, ok bool) {
+	data, err := os.ReadFile(exitPath(h.AgentLog))
+	if err != nil {
+		return 0, "", false
+	}
+	f := strings.SplitN(strings.TrimSpace(string(data)), " ", 3)
+	if len(f) < 3 {
+		return 0, "", false
+	}
+	pid, _ := strconv.Atoi(f[0])
+	if pid != h.AgentPID {
+		return 0, "", false // about an earlier agent
+	}
+	code, _ = strconv.Atoi(f[1])
+	return code, f[2], true
+}
+
+func exitPath(logPath string) string { return strings.TrimSuffix(logPath, ".log") + ".exit" }

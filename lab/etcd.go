@@ -8,9 +8,12 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -21,6 +24,9 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/overlaylab/overlaylab/internal/nsutil"
+	"github.com/overlaylab/overlaylab/lab/plan"
+	"github.com/overlaylab/overlaylab/overlay/subnet"
+	"github.com/overlaylab/overlaylab/topo"
 )
 
 // EtcdOptions configures the lab's embedded etcd member process.
@@ -91,7 +97,8 @@ func RunEtcd(o EtcdOptions) error {
 
 // EtcdClient connects the controller to a lab's etcd, from inside the etcd
 // namespace (the controller lives in the root netns, the lab's etcd on the
-// underlay), with the lab's client certificate when etcd serves TLS.
+// underlay), with the lab's client certificate when etcd serves TLS. The
+// caller closes it.
 func (s *State) EtcdClient() (*clientv3.Client, error) {
 	t, err := s.ClientTLS()
 	if err != nil {
@@ -115,6 +122,33 @@ func Client(endpoints []string, nsName string, tlsCfg *tls.Config) (*clientv3.Cl
 		return nil, fmt.Errorf("etcd client %v: %w", endpoints, err)
 	}
 	return cli, nil
+}
+
+// etcdTimeout bounds every single etcd call of the controller: a dead or
+// partitioned etcd must give an error, never a hang.
+const etcdTimeout = 5 * time.Second
+
+// withEtcd runs one short operation against the lab's etcd, with its own
+// client and a deadline.
+func (s *State) withEtcd(ctx context.Context, fn func(context.Context, *clientv3.Client) error) error {
+	cli, err := s.EtcdClient()
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(ctx, etcdTimeout)
+	defer cancel()
+	if err := fn(ctx, cli); err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("lab %q: etcd at %v did not answer within %s: %w", s.Name, s.Etcd.Endpoints, etcdTimeout, err)
+		}
+		return err
+	}
+	return nil
+}
+
+func (l *Lab) withEtcd(ctx context.Context, fn func(context.Context, *clientv3.Client) error) error {
+	return l.Snapshot().withEtcd(ctx, fn)
 }
 
 // waitEtcd blocks until a read succeeds or ctx ends.
@@ -181,4 +215,273 @@ func RunProxy(nsName, listen, target string) error {
 			wg.Wait()
 		}()
 	}
+}
+
+// startEtcd starts the lab's etcd (members or the proxy to an external
+// one), waits until it answers and writes every network's config.
+func (l *Lab) startEtcd(ctx context.Context, p *plan.Plan) error {
+	n := max(p.Etcd.Members, 1)
+	if len(p.Etcd.Endpoints) > 0 {
+		n = 1 // one proxy to the external etcd
+	}
+	scheme := "http"
+	if p.Etcd.TLS {
+		scheme = "https"
+	}
+	var members []EtcdMember
+	var cluster []string
+	var ips []net.IP
+	for k := 1; k <= n; k++ {
+		ip := p.Addr.Etcd(k)
+		m := EtcdMember{Name: fmt.Sprintf("m%d", k), Netns: p.Names.EtcdNS(k), IP: ip.String()}
+		if err := topo.CreateNS(m.Netns); err != nil {
+			return err
+		}
+		err := topo.Attach(topo.Attachment{
+			NodeNS: m.Netns, NodeIf: plan.HostIf, NodeMAC: plan.MAC(plan.MACEtcd, 0, k),
+			Addr: p.Addr.Prefix(ip), MTU: p.UnderlayMTU,
+			BridgeNS: p.Names.UnderlayNS(), Bridge: plan.UnderlayBridge, Port: plan.EtcdPort(k), PortMAC: plan.MAC(plan.MACPort, 0, 249+k),
+		})
+		if err != nil {
+			return err
+		}
+		ips = append(ips, ip.AsSlice())
+		cluster = append(cluster, fmt.Sprintf("%s=http://%s:%d", m.Name, m.IP, plan.EtcdPeerPort))
+		members = append(members, m)
+	}
+	var tlsFiles *TLSFiles
+	if p.Etcd.TLS {
+		f, err := generateTLS(filepath.Join(l.dir, "tls"), append(ips, net.IPv4(127, 0, 0, 1)))
+		if err != nil {
+			return fmt.Errorf("etcd TLS: %w", err)
+		}
+		tlsFiles = f
+	}
+	var endpoints []string
+	for k := range members {
+		m := &members[k]
+		endpoints = append(endpoints, fmt.Sprintf("%s://%s:%d", scheme, m.IP, plan.EtcdClientPort))
+		m.Log = filepath.Join(l.dir, "logs", "etcd.log")
+		m.DataDir = filepath.Join(l.dir, "etcd")
+		if n > 1 {
+			m.Log = filepath.Join(l.dir, "logs", "etcd-"+m.Name+".log")
+			m.DataDir = filepath.Join(l.dir, "etcd-"+m.Name)
+		}
+		if len(p.Etcd.Endpoints) > 0 {
+			target, err := plan.EndpointHostPort(p.Etcd.Endpoints[0])
+			if err != nil {
+				return err
+			}
+			// The proxy runs in the root netns to reach the external etcd
+			// and listens inside the etcd netns.
+			m.Args = []string{"etcd-proxy", "--netns", m.Netns, "--listen", fmt.Sprintf("%s:%d", m.IP, plan.EtcdClientPort), "--target", target}
+			m.RootNetns, m.DataDir = true, ""
+			continue
+		}
+		m.Args = []string{"etcd-member", "--name", m.Name, "--data-dir", m.DataDir,
+			"--client-ip", m.IP, "--client-ip", "127.0.0.1", "--peer-ip", m.IP, "--initial-cluster", strings.Join(cluster, ",")}
+		if tlsFiles != nil {
+			m.Args = append(m.Args, "--cert-file", tlsFiles.ServerCert, "--key-file", tlsFiles.ServerKey, "--trusted-ca-file", tlsFiles.CA)
+		}
+	}
+	if err := l.update(func(st *State) error {
+		st.Etcd.Members, st.Etcd.Endpoints, st.Etcd.TLS, st.Etcd.Netns = members, endpoints, tlsFiles, members[0].Netns
+		return nil
+	}); err != nil {
+		return err
+	}
+	for k := range members {
+		if err := l.spawnMember(k + 1); err != nil {
+			return err
+		}
+	}
+	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	st := l.Snapshot()
+	cli, err := st.EtcdClient()
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	if err := waitEtcd(wctx, cli); err != nil {
+		return fmt.Errorf("%w\n--- %s ---\n%s", err, members[0].Log, tail(members[0].Log, 20))
+	}
+	return l.writeConfigs(ctx)
+}
+
+// writeConfigs writes every network's config key.
+func (l *Lab) writeConfigs(ctx context.Context) error {
+	st := l.Snapshot()
+	for _, n := range st.Networks {
+		if err := st.withEtcd(ctx, func(ctx context.Context, cli *clientv3.Client) error {
+			_, err := cli.Put(ctx, n.Prefix+"/config", string(n.Config))
+			return err
+		}); err != nil {
+			return fmt.Errorf("write network config %s/config: %w", n.Prefix, err)
+		}
+	}
+	return nil
+}
+
+// spawnMember starts etcd member k (or the proxy) from its recorded args.
+func (l *Lab) spawnMember(k int) error {
+	st := l.Snapshot()
+	m, err := st.member(k)
+	if err != nil {
+		return err
+	}
+	ns := m.Netns
+	if m.RootNetns {
+		ns = ""
+	}
+	args := m.Args
+	if len(args) > 0 && args[0] == "etcd" { // recorded by an older overlaylab
+		args = append([]string{"etcd-member"}, args[1:]...)
+	}
+	pid, err := spawn(l.bin, ns, l.name, "etcd-"+m.Name, args, m.Log, true)
+	if err != nil {
+		return err
+	}
+	return l.update(func(st *State) error { st.Etcd.Members[k-1].PID = pid; return nil })
+}
+
+func (s *State) member(k int) (*EtcdMember, error) {
+	if k < 1 || k > len(s.Etcd.Members) {
+		return nil, fmt.Errorf("lab %q has etcd members 1..%d, not %d", s.Name, len(s.Etcd.Members), k)
+	}
+	return &s.Etcd.Members[k-1], nil
+}
+
+// StopEtcd kills etcd member k (1-based) with SIGKILL, as a crash would.
+func (l *Lab) StopEtcd(k int) error {
+	st := l.Snapshot()
+	m, err := st.member(k)
+	if err != nil {
+		return err
+	}
+	if !alive(m.PID, l.name) {
+		return fmt.Errorf("etcd member %s of lab %q (pid %d) is not running", m.Name, l.name, m.PID)
+	}
+	return stop(m.PID, l.name, syscall.SIGKILL, 5*time.Second)
+}
+
+// StartEtcd starts etcd member k again on the same data dir and waits until
+// the cluster answers (with too few members for a quorum it cannot, so it
+// only waits for the process to start then).
+func (l *Lab) StartEtcd(ctx context.Context, k int) error {
+	st := l.Snapshot()
+	m, err := st.member(k)
+	if err != nil {
+		return err
+	}
+	if alive(m.PID, l.name) {
+		return fmt.Errorf("etcd member %s of lab %q (pid %d) is still running", m.Name, l.name, m.PID)
+	}
+	if err := l.spawnMember(k); err != nil {
+		return err
+	}
+	st = l.Snapshot()
+	up := 0
+	for _, o := range st.Etcd.Members {
+		if alive(o.PID, l.name) {
+			up++
+		}
+	}
+	if up <= len(st.Etcd.Members)/2 {
+		return nil // no quorum yet: nothing to wait for
+	}
+	cli, err := st.EtcdClient()
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := waitEtcd(wctx, cli); err != nil {
+		return fmt.Errorf("%w\n%s", err, tail(m.Log, 10))
+	}
+	return nil
+}
+
+// EtcdMembers is how many etcd members (or proxies) the lab has.
+func (s *State) EtcdMembers() int { return len(s.Etcd.Members) }
+
+// EtcdMemberAlive reports whether etcd member k runs.
+func (s *State) EtcdMemberAlive(k int) bool {
+	return k >= 1 && k <= len(s.Etcd.Members) && alive(s.Etcd.Members[k-1].PID, s.Name)
+}
+
+// EtcdLeader returns the 1-based index of the member that leads the
+// cluster now.
+func (l *Lab) EtcdLeader(ctx context.Context) (int, error) {
+	st := l.Snapshot()
+	leader := 0
+	err := st.withEtcd(ctx, func(ctx context.Context, cli *clientv3.Client) error {
+		for k, m := range st.Etcd.Members {
+			if !alive(m.PID, l.name) {
+				continue
+			}
+			resp, err := cli.Status(ctx, st.Etcd.Endpoints[k])
+			if err == nil && resp.Header.MemberId == resp.Leader {
+				leader = k + 1
+				return nil
+			}
+		}
+		return fmt.Errorf("lab %q: no etcd member says it leads", l.name)
+	})
+	return leader, err
+}
+
+// PutConfig writes a network's config key verbatim (valid or not).
+func (l *Lab) PutConfig(ctx context.Context, network, value string) error {
+	st := l.Snapshot()
+	n, err := st.network(network)
+	if err != nil {
+		return err
+	}
+	return st.withEtcd(ctx, func(ctx context.Context, cli *clientv3.Client) error {
+		if _, err := cli.Put(ctx, n.Prefix+"/config", value); err != nil {
+			return fmt.Errorf("write network config: %w", err)
+		}
+		return nil
+	})
+}
+
+// deleteLease removes a subnet's lease key from the lab's etcd.
+func (l *Lab) deleteLease(ctx context.Context, network, sub string) error {
+	p, err := netip.ParsePrefix(sub)
+	if err != nil {
+		return fmt.Errorf("subnet %q: %w", sub, err)
+	}
+	st := l.Snapshot()
+	n, err := st.network(network)
+	if err != nil {
+		return err
+	}
+	return st.withEtcd(ctx, func(ctx context.Context, cli *clientv3.Client) error {
+		if _, err := cli.Delete(ctx, n.Prefix+"/subnets/"+subnet.SubnetKey(p)); err != nil {
+			return fmt.Errorf("delete lease %s: %w", sub, err)
+		}
+		return nil
+	})
+}
+
+// DeleteLease removes a host's lease (in every network) from etcd, as an
+// operator or a bug would.
+func (l *Lab) DeleteLease(ctx context.Context, host string) error {
+	st := l.Snapshot()
+	h, err := st.host(host)
+	if err != nil {
+		return err
+	}
+	for _, n := range st.Networks {
+		sub := h.Subnet
+		if n.Name != "" {
+			sub = h.Subnets[n.Name]
+		}
+		if err := l.deleteLease(ctx, n.Name, sub); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -1,25 +1,19 @@
 package lab
 
 import (
-	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
-	"strconv"
 	"strings"
-	"syscall"
-	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/vishvananda/netlink"
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sys/unix"
 
 	"github.com/overlaylab/overlaylab/internal/nsutil"
-	"github.com/overlaylab/overlaylab/overlay/subnet"
+	"github.com/overlaylab/overlaylab/lab/plan"
 	"github.com/overlaylab/overlaylab/topo"
 )
 
@@ -33,33 +27,15 @@ const (
 	partitionTable = "overlaylab-partition"
 )
 
-func hostIndex(st *State, host string) (int, *HostState, error) {
-	h, ok := st.Host(host)
-	if !ok {
-		return 0, nil, fmt.Errorf("no host %q in lab %q", host, st.Name)
-	}
-	i, err := h.Index()
-	return i, h, err
-}
-
 // SetLink takes a host's underlay link down or up (its port on the
 // underlay bridge, so the host sees its carrier go).
-func SetLink(st *State, host string, up bool) error {
-	i, _, err := hostIndex(st, host)
+func (l *Lab) SetLink(host string, up bool) error {
+	st := l.Snapshot()
+	h, err := st.host(host)
 	if err != nil {
 		return err
 	}
-	port := topo.Names{Lab: st.Name}.HostPort(i)
-	return topo.WithHandle(st.Underlay.Netns, func(h *netlink.Handle) error {
-		l, err := h.LinkByName(port)
-		if err != nil {
-			return fmt.Errorf("%s: find %s: %w", st.Underlay.Netns, port, err)
-		}
-		if up {
-			return h.LinkSetUp(l)
-		}
-		return h.LinkSetDown(l)
-	})
+	return topo.SetLinkUp(st.Underlay.Netns, plan.HostPort(h.Index), up)
 }
 
 func withNft(ns string, fn func(*nftables.Conn) error) error {
@@ -113,8 +89,9 @@ func ifname(name string) []byte {
 
 // SetLoss drops percent of the packets entering or leaving a host's eth0,
 // chosen at random per packet (nftables numgen). 0 removes the loss.
-func SetLoss(st *State, host string, percent float64) error {
-	_, h, err := hostIndex(st, host)
+func (l *Lab) SetLoss(host string, percent float64) error {
+	st := l.Snapshot()
+	h, err := st.host(host)
 	if err != nil {
 		return err
 	}
@@ -140,7 +117,7 @@ func SetLoss(st *State, host string, percent float64) error {
 			}
 			c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{
 				&expr.Meta{Key: key, Register: 1},
-				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname("eth0")},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(plan.HostIf)},
 				&expr.Numgen{Register: 1, Modulus: 10000, Type: unix.NFT_NG_RANDOM},
 				&expr.Byteorder{SourceRegister: 1, DestRegister: 1, Op: expr.ByteorderHton, Len: 4, Size: 4},
 				&expr.Cmp{Op: expr.CmpOpLt, Register: 1, Data: threshold},
@@ -150,7 +127,7 @@ func SetLoss(st *State, host string, percent float64) error {
 				// Forwarded traffic arriving on eth0 is lost as well.
 				c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{
 					&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
-					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname("eth0")},
+					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(plan.HostIf)},
 					&expr.Numgen{Register: 1, Modulus: 10000, Type: unix.NFT_NG_RANDOM},
 					&expr.Byteorder{SourceRegister: 1, DestRegister: 1, Op: expr.ByteorderHton, Len: 4, Size: 4},
 					&expr.Cmp{Op: expr.CmpOpLt, Register: 1, Data: threshold},
@@ -167,8 +144,9 @@ func SetLoss(st *State, host string, percent float64) error {
 
 // SetPartition cuts a host off from etcd (both directions) while it keeps
 // its peers; on=false heals it.
-func SetPartition(st *State, host string, on bool) error {
-	_, h, err := hostIndex(st, host)
+func (l *Lab) SetPartition(host string, on bool) error {
+	st := l.Snapshot()
+	h, err := st.host(host)
 	if err != nil {
 		return err
 	}
@@ -216,8 +194,9 @@ func SetPartition(st *State, host string, on bool) error {
 
 // SetRate limits a host's underlay link to bps in both directions (a tbf on
 // eth0 and one on its bridge port). 0 removes the limit.
-func SetRate(st *State, host string, bps uint64) error {
-	i, h, err := hostIndex(st, host)
+func (l *Lab) SetRate(host string, bps uint64) error {
+	st := l.Snapshot()
+	h, err := st.host(host)
 	if err != nil {
 		return err
 	}
@@ -245,139 +224,8 @@ func SetRate(st *State, host string, bps uint64) error {
 			return nil
 		})
 	}
-	if err := apply(h.Netns, "eth0"); err != nil {
+	if err := apply(h.Netns, plan.HostIf); err != nil {
 		return err
 	}
-	return apply(st.Underlay.Netns, topo.Names{Lab: st.Name}.HostPort(i))
+	return apply(st.Underlay.Netns, plan.HostPort(h.Index))
 }
-
-// StopEtcd kills etcd member k (1-based) with SIGKILL, as a crash would.
-func StopEtcd(st *State, k int) error {
-	m, err := member(st, k)
-	if err != nil {
-		return err
-	}
-	if !alive(m.PID, st.Name) {
-		return fmt.Errorf("etcd member %s of lab %q (pid %d) is not running", m.Name, st.Name, m.PID)
-	}
-	return stop(m.PID, st.Name, syscall.SIGKILL, 5*time.Second)
-}
-
-func member(st *State, k int) (*EtcdMember, error) {
-	if k < 1 || k > len(st.Etcd.Members) {
-		return nil, fmt.Errorf("lab %q has etcd members 1..%d, not %d", st.Name, len(st.Etcd.Members), k)
-	}
-	return &st.Etcd.Members[k-1], nil
-}
-
-// startMember starts one etcd member (or the proxy) from its recorded args.
-func startMember(bin string, st *State, m *EtcdMember) error {
-	ns := m.Netns
-	if m.RootNetns {
-		ns = ""
-	}
-	pid, err := spawn(bin, ns, st.Name, "etcd-"+m.Name, m.Args, m.Log)
-	if err != nil {
-		return err
-	}
-	m.PID = pid
-	return nil
-}
-
-// StartEtcd starts etcd member k again on the same data dir and waits until
-// the cluster answers (with too few members for a quorum it cannot, so it
-// only waits for the process to listen then).
-func StartEtcd(ctx context.Context, st *State, bin string, k int) error {
-	m, err := member(st, k)
-	if err != nil {
-		return err
-	}
-	if alive(m.PID, st.Name) {
-		return fmt.Errorf("etcd member %s of lab %q (pid %d) is still running", m.Name, st.Name, m.PID)
-	}
-	if err := startMember(bin, st, m); err != nil {
-		return err
-	}
-	if err := st.Save(); err != nil {
-		return err
-	}
-	up := 0
-	for _, o := range st.Etcd.Members {
-		if alive(o.PID, st.Name) {
-			up++
-		}
-	}
-	if up <= len(st.Etcd.Members)/2 {
-		return nil // no quorum yet: nothing to wait for
-	}
-	cli, err := st.EtcdClient()
-	if err != nil {
-		return err
-	}
-	defer cli.Close()
-	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if err := waitEtcd(wctx, cli); err != nil {
-		return fmt.Errorf("%w\n%s", err, tail(m.Log, 10))
-	}
-	return nil
-}
-
-// EtcdMemberAlive reports whether etcd member k runs.
-func (s *State) EtcdMemberAlive(k int) bool {
-	return k >= 1 && k <= len(s.Etcd.Members) && alive(s.Etcd.Members[k-1].PID, s.Name)
-}
-
-// EtcdLeader returns the 1-based index of the member that leads the
-// cluster now.
-func EtcdLeader(ctx context.Context, st *State) (int, error) {
-	cli, err := st.EtcdClient()
-	if err != nil {
-		return 0, err
-	}
-	defer cli.Close()
-	for k, m := range st.Etcd.Members {
-		if !alive(m.PID, st.Name) {
-			continue
-		}
-		c, cancel := context.WithTimeout(ctx, 2*time.Second)
-		resp, err := cli.Status(c, st.Etcd.Endpoints[k])
-		cancel()
-		if err == nil && resp.Header.MemberId == resp.Leader {
-			return k + 1, nil
-		}
-	}
-	return 0, fmt.Errorf("lab %q: no etcd member says it leads", st.Name)
-}
-
-// PutConfig writes the network config key verbatim.
-func PutConfig(ctx context.Context, st *State, value string) error {
-	return st.withEtcd(ctx, func(ctx context.Context, cli *clientv3.Client) error {
-		if _, err := cli.Put(ctx, subnet.DefaultPrefix+"/config", value); err != nil {
-			return fmt.Errorf("write network config: %w", err)
-		}
-		return nil
-	})
-}
-
-// AgentExit reads how a host's last agent ended, when the process that
-// started it recorded it ("exit 0", "signal: killed"); ok=false while it
-// runs or when unknown.
-func AgentExit(h *HostState) (code int, how string, ok bool) {
-	data, err := os.ReadFile(exitPath(h.AgentLog))
-	if err != nil {
-		return 0, "", false
-	}
-	f := strings.SplitN(strings.TrimSpace(string(data)), " ", 3)
-	if len(f) < 3 {
-		return 0, "", false
-	}
-	pid, _ := strconv.Atoi(f[0])
-	if pid != h.AgentPID {
-		return 0, "", false // about an earlier agent
-	}
-	code, _ = strconv.Atoi(f[1])
-	return code, f[2], true
-}
-
-func exitPath(logPath string) string { return strings.TrimSuffix(logPath, ".log") + ".exit" }

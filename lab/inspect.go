@@ -5,25 +5,18 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/netip"
 	"os/exec"
 	"sort"
 	"strings"
-	"time"
 
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/overlaylab/overlaylab/internal/nsutil"
-	"github.com/overlaylab/overlaylab/overlay/backend/vxlan"
 	"github.com/overlaylab/overlaylab/overlay/subnet"
 	"github.com/overlaylab/overlaylab/topo"
 )
-
-// HostOfIP finds the host whose container has ip.
-func (s *State) HostOfIP(ip netip.Addr) *HostState { return s.hostOf(ip) }
 
 // Routes lists a namespace's IPv4 routes as "dst [via gw] dev name".
 func Routes(ns string) ([]string, error) {
@@ -117,24 +110,11 @@ func Dump(ns string) string {
 	return b.String()
 }
 
-// withEtcd runs one short operation against the lab's etcd, with its own
-// client and a deadline.
-func (s *State) withEtcd(ctx context.Context, fn func(context.Context, *clientv3.Client) error) error {
-	cli, err := s.EtcdClient()
-	if err != nil {
-		return err
-	}
-	defer cli.Close()
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	return fn(ctx, cli)
-}
-
 // DumpEtcd lists every key under /coreos.com/network with its lease TTL.
 func DumpEtcd(st *State) string {
 	var b strings.Builder
 	err := st.withEtcd(context.Background(), func(ctx context.Context, cli *clientv3.Client) error {
-		resp, err := cli.Get(ctx, subnet.DefaultPrefix+"/", clientv3.WithPrefix())
+		resp, err := cli.Get(ctx, defaultPrefix+"/", clientv3.WithPrefix())
 		if err != nil {
 			return err
 		}
@@ -155,13 +135,17 @@ func DumpEtcd(st *State) string {
 	return b.String()
 }
 
-// Leases reads the lab's current leases through the agent's own subnet
+// Leases reads a network's current leases through the agent's own subnet
 // manager, so keys and values are parsed exactly as the agents parse them.
-func (s *State) Leases(ctx context.Context) ([]subnet.Lease, error) {
+func (s *State) Leases(ctx context.Context, network string) ([]subnet.Lease, error) {
+	n, err := s.network(network)
+	if err != nil {
+		return nil, err
+	}
 	var leases []subnet.Lease
-	err := s.withEtcd(ctx, func(ctx context.Context, cli *clientv3.Client) error {
+	err = s.withEtcd(ctx, func(ctx context.Context, cli *clientv3.Client) error {
 		var err error
-		leases, _, err = subnet.NewManager(cli, subnet.Options{Logger: slog.New(slog.DiscardHandler)}).Leases(ctx)
+		leases, _, err = subnet.NewManager(cli, subnet.Options{Prefix: n.Prefix, Logger: slog.New(slog.DiscardHandler)}).Leases(ctx)
 		return err
 	})
 	if err != nil {
@@ -170,52 +154,21 @@ func (s *State) Leases(ctx context.Context) ([]subnet.Lease, error) {
 	return leases, nil
 }
 
-// LeaseOf returns the subnet leased to publicIP in the lab's etcd, or "".
-func LeaseOf(ctx context.Context, st *State, publicIP string) (string, error) {
-	leases, err := st.Leases(ctx)
+// leaseOf returns the subnet a network leases to publicIP, or "".
+func (l *Lab) leaseOf(ctx context.Context, network, publicIP string) (string, error) {
+	return l.Snapshot().LeaseOf(ctx, network, publicIP)
+}
+
+// LeaseOf returns the subnet a network leases to publicIP, or "".
+func (s *State) LeaseOf(ctx context.Context, network, publicIP string) (string, error) {
+	leases, err := s.Leases(ctx, network)
 	if err != nil {
 		return "", err
 	}
-	for _, l := range leases {
-		if l.Attrs.PublicIP.String() == publicIP {
-			return l.Subnet.String(), nil
+	for _, ls := range leases {
+		if ls.Attrs.PublicIP.String() == publicIP {
+			return ls.Subnet.String(), nil
 		}
 	}
 	return "", nil
-}
-
-// WireMACs is the destination MAC a frame to each host carries on the
-// underlay: the VTEP MAC from its lease for vxlan, its eth0 MAC for
-// host-gw; nothing for udp (the frame goes to the peer's IP stack).
-func (s *State) WireMACs(ctx context.Context) (map[string]net.HardwareAddr, error) {
-	out := map[string]net.HardwareAddr{}
-	switch s.Backend {
-	case "host-gw":
-		for i := range s.Hosts {
-			if n, err := s.Hosts[i].Index(); err == nil {
-				out[s.Hosts[i].Name] = topo.MAC(topo.MACHost, n, 0)
-			}
-		}
-	case "vxlan":
-		leases, err := s.Leases(ctx)
-		if err != nil {
-			return nil, err
-		}
-		for _, l := range leases {
-			var d vxlan.Data
-			if json.Unmarshal(l.Attrs.BackendData, &d) != nil {
-				continue
-			}
-			mac, err := net.ParseMAC(d.VtepMAC)
-			if err != nil {
-				return nil, fmt.Errorf("lease %s: VtepMAC %q: %w", l.Subnet, d.VtepMAC, err)
-			}
-			for _, h := range s.Hosts {
-				if h.UnderlayIP == l.Attrs.PublicIP.String() {
-					out[h.Name] = mac
-				}
-			}
-		}
-	}
-	return out, nil
 }

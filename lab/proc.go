@@ -22,9 +22,10 @@ const EnvLab = "OVERLAYLAB_LAB"
 // EnvRole names the role (etcd, agent-h1, ...) of a lab process.
 const EnvRole = "OVERLAYLAB_ROLE"
 
-// spawn starts the overlaylab binary with args inside the named namespace, in
-// its own session (so it outlives the controller), logging to logPath.
-func spawn(bin, nsName, lab, role string, args []string, logPath string) (int, error) {
+// spawn starts bin with args inside the named namespace ("" = the root
+// namespace), in its own session (so it outlives the controller), logging
+// to logPath. ours marks overlaylab's own processes (they get its tuning).
+func spawn(bin, nsName, lab, role string, args []string, logPath string, ours bool) (int, error) {
 	if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
 		return 0, err
 	}
@@ -40,12 +41,16 @@ func spawn(bin, nsName, lab, role string, args []string, logPath string) (int, e
 	// A lab packs many "hosts" onto a few cores: one scheduler thread per
 	// agent keeps them from fighting each other (measured: +15-25% udp
 	// throughput on 2 cores). A GOMAXPROCS the user set wins.
-	if strings.HasPrefix(role, "agent-") && os.Getenv("GOMAXPROCS") == "" {
+	if ours && strings.HasPrefix(role, "agent-") && os.Getenv("GOMAXPROCS") == "" {
 		cmd.Env = append(cmd.Env, "GOMAXPROCS=1")
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	// The child inherits the netns of the thread that forks it.
-	if err := nsutil.DoNamed(nsName, cmd.Start); err != nil {
+	start := cmd.Start
+	if nsName != "" {
+		start = func() error { return nsutil.DoNamed(nsName, cmd.Start) }
+	}
+	if err := start(); err != nil {
 		return 0, fmt.Errorf("start %s in %s: %w", role, nsName, err)
 	}
 	pid := cmd.Process.Pid

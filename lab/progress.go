@@ -3,8 +3,12 @@ package lab
 import (
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/overlaylab/overlaylab/lab/plan"
 )
 
 // progress prints phases as they start and their durations at the end.
@@ -39,35 +43,57 @@ func (p *progress) printf(format string, args ...any) {
 	}
 }
 
-func (p *progress) summary(st *State) {
+func (p *progress) summary(st *State, root string) {
 	p.closePhase(time.Now())
 	if p.w == nil {
 		return
 	}
 	w := p.w
-	fmt.Fprintf(w, "\nlab %q is up: %d hosts, backend %s, network %s (%s; %s)\n",
-		st.Name, len(st.Hosts), st.Backend, st.Network, time.Since(p.start).Round(time.Millisecond), strings.Join(p.phases, ", "))
+	nets := st.Network
+	if len(st.Networks) > 1 || (len(st.Networks) == 1 && st.Networks[0].Name != "") {
+		var ns []string
+		for _, n := range st.Networks {
+			ns = append(ns, n.Name+"="+n.Network)
+		}
+		nets = strings.Join(ns, " ")
+	}
+	fmt.Fprintf(w, "\nlab %q is up: %d hosts, backend %s, network %s, runtime %s (%s; %s)\n",
+		st.Name, len(st.Hosts), st.Backend, nets, st.Runtime, time.Since(p.start).Round(time.Millisecond), strings.Join(p.phases, ", "))
 	WriteTable(w, st)
+	self := selfCommand()
+	nameFlag := ""
+	if st.Name != plan.DefaultName {
+		nameFlag = " --name " + st.Name
+	}
+	if filepath.Clean(root) != plan.DefaultStateRoot {
+		nameFlag += " --state-dir " + root
+	}
 	fmt.Fprintf(w, "\nLook inside:\n")
-	fmt.Fprintf(w, "  overlaylab status --name %s -o json\n", st.Name)
+	fmt.Fprintf(w, "  %s status%s -o json\n", self, nameFlag)
 	if len(st.Hosts) > 1 && len(st.Hosts[0].Containers) > 0 && len(st.Hosts[1].Containers) > 0 {
 		fmt.Fprintf(w, "  ip netns exec %s ping -c1 %s\n", st.Hosts[0].Containers[0].Netns, st.Hosts[1].Containers[0].IP)
 	}
-	fmt.Fprintf(w, "  ip netns exec %s tcpdump -ni eth0 udp\n", st.Hosts[0].Netns)
-	nameFlag := ""
-	if st.Name != DefaultName {
-		nameFlag = " --name " + st.Name
-	}
-	fmt.Fprintf(w, "  overlaylab exec%s h1 -- ip route        (agent logs: %s/logs)\n", nameFlag, st.StateDir)
+	fmt.Fprintf(w, "  ip netns exec %s tcpdump -ni %s udp\n", st.Hosts[0].Netns, plan.HostIf)
+	fmt.Fprintf(w, "  %s exec%s h1 -- ip route        (agent logs: %s/logs)\n", self, nameFlag, st.StateDir)
 	if st.Capture != "" {
 		fmt.Fprintf(w, "  capture of the check: %s\n", st.Capture)
 	}
-	fmt.Fprintf(w, "  overlaylab down --name %s\n", st.Name)
+	fmt.Fprintf(w, "  %s down%s\n", self, nameFlag)
+}
+
+// selfCommand is how to run this binary again, as the user did: the path
+// they typed when it has a slash (./bin/overlaylab), else the bare name
+// found on PATH.
+func selfCommand() string {
+	if arg := os.Args[0]; strings.Contains(arg, "/") {
+		return arg
+	}
+	return "overlaylab"
 }
 
 // WriteTable prints the lab as a readable table.
 func WriteTable(w io.Writer, st *State) {
-	fmt.Fprintf(w, "%-6s %-16s %-15s %-15s %-5s %-8s %s\n", "HOST", "NETNS", "UNDERLAY", "SUBNET", "MTU", "AGENT", "CONTAINERS")
+	fmt.Fprintf(w, "%-6s %-18s %-15s %-15s %-5s %-14s %s\n", "HOST", "NETNS", "UNDERLAY", "SUBNET", "MTU", "AGENT", "CONTAINERS")
 	for _, h := range st.Hosts {
 		var cs []string
 		for _, c := range h.Containers {
@@ -77,7 +103,10 @@ func WriteTable(w io.Writer, st *State) {
 		if !alive(h.AgentPID, st.Name) {
 			agent += "(dead)"
 		}
-		fmt.Fprintf(w, "%-6s %-16s %-15s %-15s %-5d %-8s %s\n", h.Name, h.Netns, h.UnderlayIP, h.Subnet, h.MTU, agent, strings.Join(cs, " "))
+		if !h.Agent.Ours && h.Agent.Path != "" {
+			agent += " " + filepath.Base(h.Agent.Path)
+		}
+		fmt.Fprintf(w, "%-6s %-18s %-15s %-15s %-5d %-14s %s\n", h.Name, h.Netns, h.UnderlayIP, h.Subnet, h.MTU, agent, strings.Join(cs, " "))
 	}
 	var ms []string
 	for _, m := range st.Etcd.Members {

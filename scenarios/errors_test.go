@@ -23,7 +23,7 @@ apiVersion: overlaylab/v1
 name: t1
 hostz: 3
 `),
-		want: []string{`s.yaml:3:1: unknown field "hostz" in scenario (allowed: apiVersion, name, lab, seed, description, network, underlay, etcd, hosts, timeline, expect, artifacts)`},
+		want: []string{`s.yaml:3:1: unknown field "hostz" in scenario (allowed: apiVersion, name, lab, seed, description, network, underlay, etcd, hosts, timeline, expect, artifacts, runtime)`},
 	},
 	{
 		name: "unknown nested field",
@@ -44,7 +44,7 @@ hosts:
   - containers: 1
     count: 2
 `),
-		want: []string{`s.yaml:5:5: unknown field "count" in hosts (allowed: containers, agentArgs, link)`},
+		want: []string{`s.yaml:5:5: unknown field "count" in hosts (allowed: containers, agentArgs, link, agent)`},
 	},
 	{
 		name: "unknown field in a step",
@@ -56,7 +56,7 @@ timeline:
     action: etcd-stop
     hots: h1
 `),
-		want: []string{`s.yaml:6:5: unknown field "hots" in timeline (allowed: name, at, after, delay, action, host, signal, percent, rate, containers, agentArgs, config, member)`},
+		want: []string{`s.yaml:6:5: unknown field "hots" in timeline (allowed: name, at, after, delay, action, host, signal, percent, rate, containers, agentArgs, config, member, wait)`},
 	},
 	{
 		name: "bad network CIDR",
@@ -74,10 +74,10 @@ network:
 apiVersion: overlaylab/v1
 name: t1
 underlay:
-  cidr: 192.168.77.0/25
+  cidr: 192.168.77.0/29
 ---
 `),
-		want: []string{`s.yaml:4:9: underlay cidr 192.168.77.0/25: must be a /24 or larger (hosts sit at .1 and up, etcd at .250)`},
+		want: []string{`s.yaml:4:9: underlay cidr 192.168.77.0/29: too small for a host and etcd (use a /28 or larger; host i is its i-th address, etcd the top 6)`},
 	},
 	{
 		name: "underlay not a prefix",
@@ -240,29 +240,29 @@ timeline:
 		},
 	},
 	{
-		name: "interface name over 15 from the scenario name",
+		name: "lab name over 32 characters from the scenario name",
 		yaml: doc(`
 apiVersion: overlaylab/v1
-name: longlabname
+name: a-scenario-name-of-forty-characters-xyzw
 `),
-		want: []string{`s.yaml:2:7: name "longlabname" is the lab name unless lab: is given: interface name "ol-longlabname-etcd" would be 19 characters; the kernel allows 15 (use a lab name of at most 7 characters)`},
+		want: []string{`s.yaml:2:7: name "a-scenario-name-of-forty-characters-xyzw" is the lab name unless lab: is given: at most 32 characters (this one has 40)`},
 	},
 	{
 		name: "scenario name that is no lab name",
 		yaml: doc(`
 apiVersion: overlaylab/v1
-name: agent-restart
+name: agent_restart
 `),
-		want: []string{`s.yaml:2:7: name "agent-restart" is the lab name unless lab: is given: a lab name uses lower-case letters and digits only`},
+		want: []string{`s.yaml:2:7: name "agent_restart" is the lab name unless lab: is given: use lower-case letters, digits and '-', starting with a letter`},
 	},
 	{
-		name: "interface name over 15 from lab",
+		name: "lab name with a part that looks like a namespace suffix",
 		yaml: doc(`
 apiVersion: overlaylab/v1
 name: agent-restart
-lab: agentrst
+lab: restart-h2
 `),
-		want: []string{`s.yaml:3:6: lab "agentrst": interface name "ol-agentrst-etcd" would be 16 characters; the kernel allows 15 (use a lab name of at most 7 characters)`},
+		want: []string{`s.yaml:3:6: lab "restart-h2": the part "h2" looks like a lab namespace suffix (ul, etcdN, hN, cN); pick another`},
 	},
 	{
 		name: "overlapping underlay and overlay",
@@ -336,7 +336,7 @@ apiVersion: overlaylab/v1
 name: t1
 hosts: {count: 250}
 `),
-		want: []string{`s.yaml:3:16: hosts count 250: at most 249 (host i sits at .i on the underlay, etcd at .250)`},
+		want: []string{`s.yaml:3:16: hosts: 250 hosts, but underlay 192.168.77.0/24 holds 248 hosts (host i is its i-th address, etcd the top 6): use a larger underlay`},
 	},
 	{
 		name: "ping results, selectors and check kinds",
@@ -531,7 +531,7 @@ artifacts: {pcap: sometimes}
 		want: []string{
 			`s.yaml:1:1: name is required`,
 			`s.yaml:1:13: apiVersion "overlaylab/v2" is not supported (want overlaylab/v1)`,
-			`s.yaml:2:6: lab "Bad-Lab": a lab name uses lower-case letters and digits only`,
+			`s.yaml:2:6: lab "Bad-Lab": use lower-case letters, digits and '-', starting with a letter`,
 			`s.yaml:4:29: backend vni: only the vxlan backend has a VNI (this one is udp)`,
 			`s.yaml:5:18: underlay cidr "192.168.77.5/24": host bits must be zero (did you mean "192.168.77.0/24"?)`,
 			`s.yaml:5:40: underlay mtu 100: must be 576..9000`,

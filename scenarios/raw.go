@@ -71,7 +71,9 @@ type RawScenario struct {
 	Timeline    []RawStep     `yaml:"timeline"`
 	Expect      []RawExpect   `yaml:"expect"`
 	Artifacts   *RawArtifacts `yaml:"artifacts"`
-	Pos         Pos           `yaml:"-"`
+	// Runtime is how containers attach: bridge (default) or cni.
+	Runtime String `yaml:"runtime"`
+	Pos     Pos    `yaml:"-"`
 }
 
 // RawNetwork is the overlay network; it becomes flannel's network config.
@@ -115,17 +117,28 @@ type RawHosts struct {
 	Containers Int        `yaml:"containers"`
 	AgentArgs  StringList `yaml:"agentArgs"`
 	Link       *RawLink   `yaml:"link"`
-	List       []RawHost  `yaml:"-"`
-	Listed     bool       `yaml:"-"`
-	Pos        Pos        `yaml:"-"`
+	// Agent is the agent binary every host runs (default overlaylab's own).
+	Agent  String    `yaml:"agent"`
+	List   []RawHost `yaml:"-"`
+	Listed bool      `yaml:"-"`
+	Pos    Pos       `yaml:"-"`
 }
 
 // RawHost is one entry of the sequence form of hosts.
 type RawHost struct {
-	Containers Int        `yaml:"containers"`
-	AgentArgs  StringList `yaml:"agentArgs"`
-	Link       *RawLink   `yaml:"link"`
-	Pos        Pos        `yaml:"-"`
+	Containers Int             `yaml:"containers"`
+	AgentArgs  StringList      `yaml:"agentArgs"`
+	Link       *RawLink        `yaml:"link"`
+	Agent      *RawAgentBinary `yaml:"agent"`
+	Pos        Pos             `yaml:"-"`
+}
+
+// RawAgentBinary is the agent one host runs: any binary that takes
+// flanneld's flags, with args of its own.
+type RawAgentBinary struct {
+	Binary String     `yaml:"binary"`
+	Args   StringList `yaml:"args"`
+	Pos    Pos        `yaml:"-"`
 }
 
 // RawLink is an impairment of a host's underlay link, applied at start.
@@ -152,6 +165,7 @@ type RawStep struct {
 	AgentArgs  StringList `yaml:"agentArgs"`
 	Config     String     `yaml:"config"`
 	Member     String     `yaml:"member"`
+	Wait       Bool       `yaml:"wait"`
 
 	Pos Pos `yaml:"-"`
 }

@@ -5,12 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"regexp"
 	"strconv"
 	"strings"
 
+	"github.com/overlaylab/overlaylab/lab/plan"
 	"github.com/overlaylab/overlaylab/overlay/config"
-	"github.com/overlaylab/overlaylab/topo"
 )
 
 // resolver turns a RawScenario into a Scenario, checking everything it can
@@ -75,6 +74,7 @@ func (r *resolver) resolve() {
 		return // nothing was read: every other error would be noise
 	}
 	r.header()
+	r.runtime()
 	r.network()
 	r.underlay()
 	r.etcd()
@@ -128,7 +128,7 @@ func (r *resolver) network() {
 	r.networkPos = firstPos(rn.Network.Pos, netPos)
 	backendPos := firstPos(rb.Pos, netPos)
 
-	network := DefaultNetwork
+	network := plan.DefaultNetwork
 	if rn.Network.IsSet() {
 		network = rn.Network.Value
 	}
@@ -201,24 +201,24 @@ func (r *resolver) underlay() {
 	if ru == nil {
 		ru = &RawUnderlay{}
 	}
-	cidr, pos := DefaultUnderlay, firstPos(ru.Pos, r.raw.Pos)
+	cidr, pos := plan.DefaultUnderlay, firstPos(ru.Pos, r.raw.Pos)
 	if ru.CIDR.IsSet() {
 		cidr, pos = ru.CIDR.Value, ru.CIDR.Pos
 	}
 	p, err := netip.ParsePrefix(strings.TrimSpace(cidr))
 	switch {
 	case err != nil || !p.Addr().Is4():
-		r.errorf(pos, "underlay cidr %q: not an IPv4 CIDR prefix (want e.g. %s)", cidr, DefaultUnderlay)
+		r.errorf(pos, "underlay cidr %q: not an IPv4 CIDR prefix (want e.g. %s)", cidr, plan.DefaultUnderlay)
 	case p.Masked() != p:
 		r.errorf(pos, "underlay cidr %q: host bits must be zero (did you mean %q?)", cidr, p.Masked().String())
-	case p.Bits() > 24:
-		r.errorf(pos, "underlay cidr %s: must be a /24 or larger (hosts sit at .1 and up, etcd at .%d)", p, EtcdHostOffset)
+	case (plan.Addressing{Underlay: p}).HostCapacity() < 1:
+		r.errorf(pos, "underlay cidr %s: too small for a host and etcd (use a /28 or larger; host i is its i-th address, etcd the top %d)", p, plan.EtcdSlots+1)
 	default:
 		s.Underlay = p
 	}
 	if ru.MTU.IsSet() {
-		if v := ru.MTU.Value; v < MinUnderlayMTU || v > MaxUnderlayMTU {
-			r.errorf(ru.MTU.Pos, "underlay mtu %d: must be %d..%d", v, MinUnderlayMTU, MaxUnderlayMTU)
+		if v := ru.MTU.Value; v < plan.MinUnderlayMTU || v > plan.MaxUnderlayMTU {
+			r.errorf(ru.MTU.Pos, "underlay mtu %d: must be %d..%d", v, plan.MinUnderlayMTU, plan.MaxUnderlayMTU)
 		} else {
 			s.UnderlayMTU = int(v)
 		}
@@ -285,14 +285,15 @@ func (r *resolver) initialHosts() {
 			r.errorf(rh.Pos, "hosts: empty list: a lab needs at least one host")
 			r.hostsBroken = true
 		}
-		if len(rh.List) >= EtcdHostOffset {
-			r.errorf(rh.Pos, "hosts: %d hosts: at most %d (host i sits at .i on the underlay, etcd at .%d)", len(rh.List), EtcdHostOffset-1, EtcdHostOffset)
+		if len(rh.List) > plan.MaxHosts {
+			r.errorf(rh.Pos, "hosts: %d hosts: at most %d", len(rh.List), plan.MaxHosts)
 			r.hostsBroken = true
 			return
 		}
 		for i := range rh.List {
 			e := &rh.List[i]
 			spec := r.hostSpec(e.Containers, e.AgentArgs, e.Link, firstPos(e.Pos, rh.Pos))
+			spec.Agent = r.agentBinary(e.Agent, spec.Name)
 			last := r.hosts[len(r.hosts)-1]
 			r.addDefaults = hostDefaults{containers: spec.Containers, contPos: last.contPos, contDefault: last.contDefault, agentArgs: spec.AgentArgs}
 			r.s.Hosts = append(r.s.Hosts, spec)
@@ -300,7 +301,7 @@ func (r *resolver) initialHosts() {
 		r.initial = len(r.hosts)
 		return
 	}
-	count := int64(DefaultHosts)
+	count := int64(plan.DefaultHosts)
 	if rh.Count.IsSet() {
 		count = rh.Count.Value
 		switch {
@@ -308,27 +309,45 @@ func (r *resolver) initialHosts() {
 			r.errorf(rh.Count.Pos, "hosts count %d: a lab needs at least one host", count)
 			r.hostsBroken = true
 			return
-		case count >= EtcdHostOffset:
-			r.errorf(rh.Count.Pos, "hosts count %d: at most %d (host i sits at .i on the underlay, etcd at .%d)", count, EtcdHostOffset-1, EtcdHostOffset)
+		case count > plan.MaxHosts:
+			r.errorf(rh.Count.Pos, "hosts count %d: at most %d", count, plan.MaxHosts)
 			r.hostsBroken = true
 			return
 		}
 	}
 	for range count {
 		spec := r.hostSpec(rh.Containers, rh.AgentArgs, rh.Link, r.hostsPos)
+		if rh.Agent.IsSet() {
+			if strings.TrimSpace(rh.Agent.Value) == "" {
+				r.errorf(rh.Agent.Pos, "hosts agent: an empty path (omit it for overlaylab's own agent)")
+			}
+			spec.Agent = plan.Agent{Path: rh.Agent.Value}
+		}
 		r.s.Hosts = append(r.s.Hosts, spec)
 	}
 	r.initial = len(r.hosts)
-	cont := DefaultContainers
-	if rh.Containers.IsSet() && rh.Containers.Value >= 0 && rh.Containers.Value <= MaxContainers {
+	cont := plan.DefaultContainers
+	if rh.Containers.IsSet() && rh.Containers.Value >= 0 && rh.Containers.Value <= plan.MaxContainers {
 		cont = int(rh.Containers.Value)
 	}
 	r.addDefaults = hostDefaults{containers: cont, contPos: firstPos(rh.Containers.Pos, r.hostsPos), contDefault: !rh.Containers.IsSet(), agentArgs: rh.AgentArgs.Strings()}
 }
 
+// agentBinary resolves a host's agent: {binary: PATH, args: [...]}.
+func (r *resolver) agentBinary(a *RawAgentBinary, host string) plan.Agent {
+	if a == nil {
+		return plan.Agent{}
+	}
+	if !a.Binary.IsSet() || strings.TrimSpace(a.Binary.Value) == "" {
+		r.errorf(a.Pos, "%s agent: binary is required (a path to a flanneld-compatible agent)", host)
+		return plan.Agent{}
+	}
+	return plan.Agent{Path: a.Binary.Value, Args: a.Args.Strings()}
+}
+
 // hostSpec resolves one host present at start and records it.
 func (r *resolver) hostSpec(containers Int, agentArgs StringList, link *RawLink, pos Pos) HostSpec {
-	h := &hostInfo{index: len(r.hosts) + 1, containers: DefaultContainers, contPos: pos, contDefault: true}
+	h := &hostInfo{index: len(r.hosts) + 1, containers: plan.DefaultContainers, contPos: pos, contDefault: true}
 	if containers.IsSet() {
 		h.contPos, h.contDefault = containers.Pos, false
 		h.containers = r.containerCount(containers, "containers")
@@ -355,8 +374,8 @@ func (r *resolver) hostSpec(containers Int, agentArgs StringList, link *RawLink,
 }
 
 func (r *resolver) containerCount(v Int, what string) int {
-	if v.Value < 0 || v.Value > MaxContainers {
-		r.errorf(v.Pos, "%s %d: must be 0..%d", what, v.Value, MaxContainers)
+	if v.Value < 0 || v.Value > plan.MaxContainers {
+		r.errorf(v.Pos, "%s %d: must be 0..%d", what, v.Value, plan.MaxContainers)
 		return 0
 	}
 	return int(v.Value)
@@ -376,15 +395,19 @@ func (r *resolver) capacity() {
 		}
 		r.errorf(r.countPos, "hosts: %d hosts, but %s", r.initial, why)
 	}
-	if len(r.hosts) >= EtcdHostOffset {
-		tooMany(EtcdHostOffset, fmt.Sprintf("hosts must fit the underlay at .1 to .%d (etcd is .%d)", EtcdHostOffset-1, EtcdHostOffset))
+	if s.Underlay.IsValid() {
+		a := plan.Addressing{Underlay: s.Underlay}
+		if n := a.HostCapacity(); len(r.hosts) > n && n >= 0 {
+			tooMany(n+1, fmt.Sprintf("underlay %s holds %s (host i is its i-th address, etcd the top %d): use a larger underlay",
+				s.Underlay, plural(n, "host"), plan.EtcdSlots+1))
+		}
 	}
 	if cfg := s.Network; cfg != nil {
 		if n := cfg.SubnetCount(); len(r.hosts) > n {
 			tooMany(n+1, fmt.Sprintf("network %s with /%d subnets holds only %s: use a larger network or a longer subnetLen",
 				cfg.Network, cfg.SubnetLen, plural(n, "leasable subnet")))
 		}
-		perHost := (1 << (32 - cfg.SubnetLen)) - 3 // network, bridge (gateway) and broadcast addresses
+		perHost := plan.ContainersPerSubnet(cfg.SubnetLen)
 		for _, h := range r.hosts {
 			if h.containers > perHost {
 				if h.contDefault {
@@ -399,11 +422,12 @@ func (r *resolver) capacity() {
 	if s.Lab == "" {
 		return
 	}
-	maxC := 0
-	for _, h := range r.hosts {
-		maxC = max(maxC, h.containers)
-	}
-	if msg := labNameProblem(s.Lab, max(len(r.hosts), 1), maxC); msg != "" {
+	if err := plan.CheckName(s.Lab); err != nil {
+		var fe *plan.FieldError
+		msg := err.Error()
+		if errors.As(err, &fe) {
+			msg = fe.Rule
+		}
 		if r.labFrom == "lab" {
 			r.errorf(r.labPos, "lab %q: %s", s.Lab, msg)
 		} else {
@@ -412,30 +436,12 @@ func (r *resolver) capacity() {
 	}
 }
 
-var labNameRE = regexp.MustCompile(`^[a-z0-9]+$`)
-
-// labNameProblem asks topo whether the lab's names fit, and explains a "no"
-// in the terms of a scenario file.
-func labNameProblem(lab string, hosts, containers int) string {
-	n := topo.Names{Lab: lab}
-	err := n.Check(hosts, containers)
-	if err == nil {
-		return ""
+func (r *resolver) runtime() {
+	rt, err := plan.ParseRuntime(r.raw.Runtime.Value)
+	if err != nil {
+		r.errorf(r.raw.Runtime.Pos, "runtime %q: use bridge (the lab's own, default) or cni (the CNI flannel plugin)", r.raw.Runtime.Value)
 	}
-	if !labNameRE.MatchString(lab) {
-		return "a lab name uses lower-case letters and digits only"
-	}
-	longest := ""
-	for _, name := range []string{n.Bridge(), n.EtcdPort(), n.HostPort(hosts), n.ContainerPort(max(containers, 1))} {
-		if len(name) > len(longest) {
-			longest = name
-		}
-	}
-	if len(longest) > topo.MaxIfName {
-		return fmt.Sprintf("interface name %q would be %d characters; the kernel allows %d (use a lab name of at most %d characters)",
-			longest, len(longest), topo.MaxIfName, len(lab)-(len(longest)-topo.MaxIfName))
-	}
-	return err.Error()
+	r.s.Runtime = rt
 }
 
 func (r *resolver) artifacts() {

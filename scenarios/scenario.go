@@ -7,31 +7,17 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/overlaylab/overlaylab/lab/plan"
 	"github.com/overlaylab/overlaylab/overlay/config"
 )
 
 // APIVersion is the only scenario format version this package reads.
 const APIVersion = "overlaylab/v1"
 
-// Defaults applied by Parse.
+// Defaults applied by Parse (the lab's own defaults are in lab/plan).
 const (
-	DefaultNetwork    = "10.10.0.0/16"
-	DefaultUnderlay   = "192.168.77.0/24"
-	DefaultHosts      = 3
-	DefaultContainers = 2
-	DefaultWithin     = 10 * time.Second
-	DefaultSignal     = "TERM"
-)
-
-// Lab limits the scenario is checked against (the lab's own rules).
-const (
-	// EtcdHostOffset is the embedded etcd's host number on the underlay;
-	// host i sits at .i, so hosts stay below it.
-	EtcdHostOffset = 250
-	// MaxContainers per host.
-	MaxContainers  = 250
-	MinUnderlayMTU = 576
-	MaxUnderlayMTU = 9000
+	DefaultWithin = 10 * time.Second
+	DefaultSignal = "TERM"
 )
 
 // Scenario is a checked scenario with every default applied and every value
@@ -45,6 +31,9 @@ type Scenario struct {
 
 	Network *config.Config // resolved through config.Parse: flannel's defaults and rules
 	Backend string         // Network.Backend.Type
+
+	// Runtime is how containers attach to their host.
+	Runtime plan.Runtime
 
 	Underlay      netip.Prefix
 	UnderlayMTU   int      // 0 = kernel default
@@ -67,6 +56,8 @@ type HostSpec struct {
 	Containers int
 	AgentArgs  []string // extra agent flags
 	Link       LinkSpec // impairment of the underlay link, applied at start
+	// Agent is the binary this host runs (zero: overlaylab's own).
+	Agent plan.Agent
 }
 
 // LinkSpec impairs a host's underlay link. The zero value is no impairment.
@@ -114,13 +105,15 @@ type Step struct {
 	Delay time.Duration // extra wait after After completed
 
 	Action     Action
-	Host       string   // the host acted on; for host-add the name of the new host
-	Signal     string   // agent-kill: TERM, KILL or INT
-	Percent    float64  // loss
-	RateBps    uint64   // rate
-	Containers int      // host-add
-	AgentArgs  []string // host-add
-	Config     string   // config-set: raw text, deliberately unchecked
+	Host       string     // the host acted on; for host-add the name of the new host
+	Signal     string     // agent-kill: TERM, KILL or INT
+	Percent    float64    // loss
+	RateBps    uint64     // rate
+	Containers int        // host-add
+	AgentArgs  []string   // host-add
+	Agent      plan.Agent // host-add: the new host's agent (zero: the lab's default)
+	NoWait     bool       // agent-start: wait: false
+	Config     string     // config-set: raw text, deliberately unchecked
 	// Member is the etcd member an etcd-stop/etcd-start acts on: "1".."N",
 	// for etcd-stop "leader" or "follower" (resolved when played), for
 	// etcd-start "stopped" (every member that is not running).

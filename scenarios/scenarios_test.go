@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/overlaylab/overlaylab/lab/plan"
 	"github.com/overlaylab/overlaylab/overlay/config"
 )
 
@@ -51,7 +52,7 @@ func TestResolveCountForm(t *testing.T) {
 	if !reflect.DeepEqual(s.Network, want) || s.Backend != "udp" {
 		t.Errorf("network %+v backend %q, want %+v", s.Network, s.Backend, want)
 	}
-	if s.Underlay != netip.MustParsePrefix(DefaultUnderlay) || s.UnderlayMTU != 0 || s.EtcdEndpoints != nil {
+	if s.Underlay != netip.MustParsePrefix(plan.DefaultUnderlay) || s.UnderlayMTU != 0 || s.EtcdEndpoints != nil {
 		t.Errorf("underlay %v mtu %d etcd %v: want defaults", s.Underlay, s.UnderlayMTU, s.EtcdEndpoints)
 	}
 	wantHosts := []HostSpec{
@@ -197,8 +198,8 @@ func TestDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.Lab != "min" || s.Network.Network.String() != DefaultNetwork || s.Backend != "udp" || s.Network.Backend.Port != 8285 ||
-		len(s.Hosts) != DefaultHosts || s.Hosts[2].Containers != DefaultContainers || len(s.Steps) != 0 || len(s.Expects) != 0 {
+	if s.Lab != "min" || s.Network.Network.String() != plan.DefaultNetwork || s.Backend != "udp" || s.Network.Backend.Port != 8285 ||
+		len(s.Hosts) != plan.DefaultHosts || s.Hosts[2].Containers != plan.DefaultContainers || len(s.Steps) != 0 || len(s.Expects) != 0 {
 		t.Errorf("defaults: %+v", s)
 	}
 	if !reflect.DeepEqual(s.EtcdEndpoints, []string{"http://127.0.0.1:2379", "https://etcd.example:2379"}) {
@@ -237,7 +238,7 @@ timeline:
 // Decode keeps positions and reports what it could read even with errors.
 func TestDecodePositions(t *testing.T) {
 	raw, err := Decode("d.yaml", []byte("apiVersion: overlaylab/v1\nname: d\nbogus: 1\nhosts:\n  - containers: 4\n    link: {loss: 3%}\n"))
-	if err == nil || err.Error() != `d.yaml:3:1: unknown field "bogus" in scenario (allowed: apiVersion, name, lab, seed, description, network, underlay, etcd, hosts, timeline, expect, artifacts)` {
+	if err == nil || err.Error() != `d.yaml:3:1: unknown field "bogus" in scenario (allowed: apiVersion, name, lab, seed, description, network, underlay, etcd, hosts, timeline, expect, artifacts, runtime)` {
 		t.Errorf("err %v", err)
 	}
 	if raw.Name.Value != "d" || raw.Name.Pos != (Pos{"d.yaml", 2, 7}) {

@@ -9,7 +9,7 @@ import (
 )
 
 // Step parameters, as a set.
-type param uint8
+type param uint64
 
 const (
 	pHost param = 1 << iota
@@ -20,6 +20,7 @@ const (
 	pAgentArgs
 	pConfig
 	pMember
+	pWait
 )
 
 var paramNames = []struct {
@@ -28,6 +29,7 @@ var paramNames = []struct {
 }{
 	{pHost, "host"}, {pSignal, "signal"}, {pPercent, "percent"}, {pRate, "rate"},
 	{pContainers, "containers"}, {pAgentArgs, "agentArgs"}, {pConfig, "config"}, {pMember, "member"},
+	{pWait, "wait"},
 }
 
 func (ps param) String() string {
@@ -49,7 +51,7 @@ var actions = []struct {
 	spec   actionSpec
 }{
 	{ActionAgentKill, actionSpec{pHost, pSignal}},
-	{ActionAgentStart, actionSpec{pHost, 0}},
+	{ActionAgentStart, actionSpec{pHost, pWait}},
 	{ActionLinkDown, actionSpec{pHost, 0}},
 	{ActionLinkUp, actionSpec{pHost, 0}},
 	{ActionLoss, actionSpec{pHost | pPercent, 0}},
@@ -173,6 +175,7 @@ func (r *resolver) step(i int, rs *RawStep) *stepInfo {
 	given := map[param]Pos{
 		pHost: rs.Host.Pos, pSignal: rs.Signal.Pos, pPercent: rs.Percent.Pos, pRate: rs.Rate.Pos,
 		pContainers: rs.Containers.Pos, pAgentArgs: rs.AgentArgs.Pos, pConfig: rs.Config.Pos, pMember: rs.Member.Pos,
+		pWait: rs.Wait.Pos,
 	}
 	allowed := spec.required | spec.optional
 	for _, pn := range paramNames {
@@ -215,6 +218,9 @@ func (r *resolver) step(i int, rs *RawStep) *stepInfo {
 		} else {
 			st.RateBps = v
 		}
+	}
+	if allowed&pWait != 0 && rs.Wait.IsSet() {
+		st.NoWait = !rs.Wait.Value
 	}
 	if allowed&pConfig != 0 {
 		st.Config = rs.Config.Value // may be invalid on purpose

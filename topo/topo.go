@@ -12,8 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"regexp"
-	"strconv"
+	"strings"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -22,99 +21,22 @@ import (
 	"github.com/overlaylab/overlaylab/internal/nsutil"
 )
 
-// NamePrefix starts the name of every namespace any lab creates.
-const NamePrefix = "ol-"
-
 // MaxIfName is the kernel's limit on interface names (IFNAMSIZ-1).
 const MaxIfName = 15
 
-var labNameRE = regexp.MustCompile(`^[a-z0-9]+$`)
-
-// Names derives every name of one lab from its name, so the same lab always
-// gets the same names.
-type Names struct{ Lab string }
-
-// Prefix is what all of this lab's namespaces start with.
-func (n Names) Prefix() string { return NamePrefix + n.Lab + "-" }
-
-// UnderlayNS holds the underlay bridge.
-func (n Names) UnderlayNS() string { return n.Prefix() + "ul" }
-
-// Bridge is the underlay bridge (inside UnderlayNS) and, in each host, the
-// container bridge.
-func (n Names) Bridge() string { return n.Prefix() + "br" }
-
-// EtcdNS holds the embedded etcd member.
-func (n Names) EtcdNS() string { return n.Prefix() + "etcd" }
-
-// EtcdPort is etcd's port on the underlay bridge.
-func (n Names) EtcdPort() string { return n.Prefix() + "etcd" }
-
-// EtcdMemberNS is etcd member k's namespace (1-based; member 1 is EtcdNS).
-func (n Names) EtcdMemberNS(k int) string {
-	if k == 1 {
-		return n.EtcdNS()
-	}
-	return n.EtcdNS() + strconv.Itoa(k)
-}
-
-// EtcdMemberPort is member k's port on the underlay bridge, as long as
-// EtcdPort whatever k (single digit).
-func (n Names) EtcdMemberPort(k int) string {
-	if k == 1 {
-		return n.EtcdPort()
-	}
-	return n.Prefix() + "etc" + strconv.Itoa(k)
-}
-
-// Host is host i's name (1-based).
-func (n Names) Host(i int) string { return "h" + strconv.Itoa(i) }
-
-// HostNS is host i's namespace.
-func (n Names) HostNS(i int) string { return n.Prefix() + n.Host(i) }
-
-// HostPort is host i's port on the underlay bridge.
-func (n Names) HostPort(i int) string { return n.Prefix() + n.Host(i) }
-
-// Container is container j's name on its host.
-func (n Names) Container(j int) string { return "c" + strconv.Itoa(j) }
-
-// ContainerNS is container j of host i's namespace.
-func (n Names) ContainerNS(i, j int) string { return n.HostNS(i) + "-" + n.Container(j) }
-
-// ContainerPort is container j's veth end on its host's bridge.
-func (n Names) ContainerPort(j int) string { return n.Prefix() + n.Container(j) }
-
-// Check validates the lab name and that every interface name the lab will
-// create for hosts 1..hosts and containers 1..containers fits the kernel.
-func (n Names) Check(hosts, containers int) error {
-	if !labNameRE.MatchString(n.Lab) {
-		return fmt.Errorf("lab name %q: use lower-case letters and digits only", n.Lab)
-	}
-	names := []string{n.Bridge(), n.EtcdPort(), n.HostPort(max(hosts, 1)), n.ContainerPort(max(containers, 1))}
-	for _, name := range names {
-		if len(name) > MaxIfName {
-			return fmt.Errorf("interface name %q is %d characters; the kernel allows %d: choose a shorter --name (at most %d characters for this lab)",
-				name, len(name), MaxIfName, len(n.Lab)-(len(name)-MaxIfName))
-		}
+// CheckIfName says whether name can name a network interface: 1 to 15
+// bytes, no '/', ':' or whitespace, not "." or "..".
+func CheckIfName(name string) error {
+	switch {
+	case name == "" || len(name) > MaxIfName:
+		return fmt.Errorf("interface name %q: must be 1 to %d characters", name, MaxIfName)
+	case name == "." || name == "..":
+		return fmt.Errorf("interface name %q is reserved", name)
+	case strings.ContainsAny(name, "/: \t\n"):
+		return fmt.Errorf("interface name %q: no '/', ':' or whitespace", name)
 	}
 	return nil
 }
-
-// MAC returns a locally administered MAC that is a pure function of kind and
-// indexes, so a rerun of the same lab gets the same addresses.
-func MAC(kind byte, a, b int) net.HardwareAddr {
-	return net.HardwareAddr{0x02, 0x4f, kind, byte(a >> 8), byte(a), byte(b)}
-}
-
-// MAC kinds.
-const (
-	MACHost      byte = 0x01
-	MACContainer byte = 0x02
-	MACEtcd      byte = 0x03
-	MACPort      byte = 0x04
-	MACBridge    byte = 0x05
-)
 
 // handleAt opens a netlink handle bound to a named namespace.
 func handleAt(nsName string) (*netlink.Handle, netns.NsHandle, error) {
@@ -205,6 +127,9 @@ type Attachment struct {
 // the port to the bridge and configures the node end. If any step fails the
 // pair is deleted again, so a failure leaves nothing half-built.
 func Attach(a Attachment) (err error) {
+	if err := a.check(); err != nil {
+		return err
+	}
 	hb, nsb, err := handleAt(a.BridgeNS)
 	if err != nil {
 		return err
@@ -282,20 +207,20 @@ func Sysctl(nsName, key, value string) error {
 	})
 }
 
-// DeleteNamespaces removes every namespace whose name starts with prefix.
-// Links inside go with them. Missing ones are fine: teardown is idempotent.
-func DeleteNamespaces(prefix string) ([]string, error) {
-	names, err := nsutil.List(prefix)
-	if err != nil {
-		return nil, err
-	}
+// DeleteNamespaces removes the named namespaces (links inside go with
+// them) and returns those it removed. Missing ones are fine: teardown is
+// idempotent.
+func DeleteNamespaces(names []string) ([]string, error) {
 	var errs []error
+	var gone []string
 	for _, n := range names {
 		if err := nsutil.Delete(n); err != nil && !errors.Is(err, unix.ENOENT) {
 			errs = append(errs, err)
+			continue
 		}
+		gone = append(gone, n)
 	}
-	return names, errors.Join(errs...)
+	return gone, errors.Join(errs...)
 }
 
 func ipNet(p netip.Prefix) *net.IPNet {

@@ -11,7 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/overlaylab/overlaylab/bench"
-	"github.com/overlaylab/overlaylab/lab"
+	"github.com/overlaylab/overlaylab/lab/plan"
 )
 
 const defaultPerfDoc = "docs/PERFORMANCE.md"
@@ -67,7 +67,7 @@ A configuration that does not come up is reported as such; the others are still 
 	f.StringVar(&configs, "configs", "", "comma-separated subset of: baseline,udp-fast,udp-simple,vxlan,host-gw (default all)")
 	f.StringVarP(&output, "output", "o", "", "output format: table or json")
 	f.StringVar(&doc, "doc", defaultPerfDoc, `markdown file whose data-plane section is rewritten ("" to skip)`)
-	f.StringVar(&o.StateRoot, "state-dir", lab.DefaultStateRoot, "where the bench's labs keep their state")
+	f.StringVar(&o.StateRoot, "state-dir", plan.DefaultStateRoot, "where the bench's labs keep their state")
 	cmd.AddCommand(benchControlCmd())
 	return cmd
 }

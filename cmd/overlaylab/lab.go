@@ -12,45 +12,163 @@ import (
 
 	"github.com/overlaylab/overlaylab/internal/nsutil"
 	"github.com/overlaylab/overlaylab/lab"
+	"github.com/overlaylab/overlaylab/lab/plan"
+	"github.com/overlaylab/overlaylab/overlay/config"
 )
 
+// upFlags are up's flags before they become a plan.Spec.
+type upFlags struct {
+	spec      plan.Spec
+	networks  []string
+	backend   string
+	subnetLen int
+	underlay  string
+	endpoints string
+	agents    []string
+	runtime   string
+	root      string
+	verify    bool
+}
+
 func upCmd() *cobra.Command {
-	s := lab.Spec{Out: os.Stdout, Verify: true}
-	var endpoints string
+	var u upFlags
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Build a lab: etcd, hosts with real agents, containers; then verify pings and the wire",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if endpoints != "" {
-				s.EtcdEndpoints = strings.Split(endpoints, ",")
-			}
-			bin, err := os.Executable()
+			spec, err := u.toSpec()
 			if err != nil {
 				return err
 			}
-			s.Binary = bin
-			_, err = lab.Up(cmd.Context(), s)
+			l, err := lab.Up(cmd.Context(), u.root, spec, lab.UpOptions{Options: lab.Options{Out: os.Stdout, Command: "up"}, Verify: u.verify})
+			if l != nil {
+				l.Close()
+			}
 			return err
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&s.Name, "name", lab.DefaultName, "lab name (lower-case letters and digits)")
-	f.IntVar(&s.Hosts, "hosts", 3, "number of hosts")
-	f.IntVar(&s.Containers, "containers", 2, "containers per host")
-	f.StringVar(&s.Backend, "backend", "udp", "backend: udp, vxlan or host-gw")
-	f.StringVar(&s.Network, "network", lab.DefaultNetwork, "overlay Network (CIDR)")
-	f.IntVar(&s.SubnetLen, "subnet-len", 0, "SubnetLen (default: flannel's rule)")
-	f.StringVar(&s.Underlay, "underlay", lab.DefaultUnderlay, "underlay CIDR")
-	f.IntVar(&s.UnderlayMTU, "underlay-mtu", 0, "underlay MTU (default: kernel's 1500)")
-	f.StringVar(&endpoints, "etcd-endpoints", "", "use this external etcd (reached from the machine; proxied into the lab at the etcd address)")
-	f.StringVar(&s.StateRoot, "state-dir", lab.DefaultStateRoot, "where labs keep their state")
-	f.BoolVar(&s.Verify, "verify", true, "run the ping matrix and the wire check")
+	s := &u.spec
+	f.StringVar(&s.Name, "name", plan.DefaultName, "lab name (up to 32 of a-z, 0-9 and '-', starting with a letter)")
+	f.IntVar(&s.Hosts, "hosts", plan.DefaultHosts, "number of hosts")
+	f.IntVar(&s.Containers, "containers", plan.DefaultContainers, "containers per host (per network with several networks)")
+	f.StringVar(&u.backend, "backend", "udp", "backend: udp, vxlan or host-gw")
+	f.StringArrayVar(&u.networks, "network", nil, "overlay Network CIDR (default "+plan.DefaultNetwork+"), or NAME=CIDR, repeatable, for tenant networks on the same hosts")
+	f.IntVar(&u.subnetLen, "subnet-len", 0, "SubnetLen (default: flannel's rule)")
+	f.StringVar(&u.underlay, "underlay", plan.DefaultUnderlay, "underlay CIDR (host i gets its i-th address; e.g. 172.20.0.0/16 for up to 65000 hosts)")
+	f.IntVar(&s.UnderlayMTU, "underlay-mtu", 0, "underlay MTU (default: the kernel's 1500)")
+	f.StringVar(&u.endpoints, "etcd-endpoints", "", "use this external etcd (reached from the machine; proxied into the lab at the etcd address)")
+	f.StringVar(&u.root, "state-dir", plan.DefaultStateRoot, "where labs keep their state")
+	f.BoolVar(&u.verify, "verify", true, "run the ping matrix and the wire check")
 	f.StringArrayVar(&s.AgentArgs, "agent-arg", nil, "extra flag for every agent (repeatable)")
-	f.IntVar(&s.EtcdMembers, "etcd-members", 1, "embedded etcd members (1, 3 or 5), each in its own namespace on the underlay")
-	f.BoolVar(&s.EtcdTLS, "etcd-tls", false, "embedded etcd serves client TLS with client-certificate auth (CA and certificates in the state dir)")
-	f.Int64Var(&s.Seed, "seed", 0, "seed the agents' subnet choice: the same seed gives the same subnets (0 = random)")
+	f.StringArrayVar(&u.agents, "agent", nil, "agent binary for every host (PATH), or for one (hN=PATH); repeatable; default overlaylab's own")
+	f.StringVar(&u.runtime, "runtime", string(plan.RuntimeBridge), "how containers attach: bridge (the lab's own, from subnet.env) or cni (the CNI flannel plugin, bridge and host-local from bin/cni)")
+	f.IntVar(&s.Etcd.Members, "etcd-members", 1, "embedded etcd members (1, 3 or 5), each in its own namespace on the underlay")
+	f.BoolVar(&s.Etcd.TLS, "etcd-tls", false, "embedded etcd serves client TLS with client-certificate auth (CA and certificates in the state dir)")
+	f.Int64Var(&s.Seed, "seed", 0, "seed overlaylab agents' subnet choice: the same seed gives the same subnets (0 = random)")
 	return cmd
+}
+
+// toSpec turns the flags into a spec; every error names its flag.
+func (u *upFlags) toSpec() (plan.Spec, error) {
+	s := u.spec
+	ul, err := netip.ParsePrefix(strings.TrimSpace(u.underlay))
+	if err != nil || !ul.Addr().Is4() {
+		return s, fmt.Errorf("--underlay %q: not an IPv4 CIDR (want e.g. %s)", u.underlay, plan.DefaultUnderlay)
+	}
+	if ul.Masked() != ul {
+		return s, fmt.Errorf("--underlay %s: host bits must be zero (did you mean %s?)", ul, ul.Masked())
+	}
+	s.Underlay = ul
+	if u.endpoints != "" {
+		s.Etcd.Endpoints = splitList(u.endpoints)
+	}
+	if s.Runtime, err = plan.ParseRuntime(u.runtime); err != nil {
+		return s, err
+	}
+	if s.Networks, err = parseNetworks(u.networks, u.subnetLen, u.backend); err != nil {
+		return s, err
+	}
+	if err := parseAgents(&s, u.agents); err != nil {
+		return s, err
+	}
+	return s, nil
+}
+
+// parseNetworks reads --network: one CIDR, or several NAME=CIDR. Tenant
+// networks get distinct VNIs (vxlan) or ports (udp), counting up from
+// flannel's defaults.
+func parseNetworks(flags []string, subnetLen int, backend string) ([]plan.Network, error) {
+	if len(flags) == 0 {
+		flags = []string{plan.DefaultNetwork}
+	}
+	var out []plan.Network
+	for k, v := range flags {
+		name, cidr, named := strings.Cut(v, "=")
+		if !named {
+			name, cidr = "", v
+			if len(flags) > 1 {
+				return nil, fmt.Errorf("--network %s: with several networks, name each one (--network red=10.10.0.0/16 --network blue=10.10.0.0/16)", v)
+			}
+		}
+		n, err := plan.NewNetwork(name, cidr, subnetLen, backend)
+		if err != nil {
+			return nil, err
+		}
+		if named {
+			if err := plan.CheckNetworkName(name); err != nil {
+				return nil, err
+			}
+			n.Config.Backend.VNI += k * boolInt(n.Config.Backend.VNI != 0)
+			n.Config.Backend.Port += k * boolInt(n.Config.Backend.Type == config.BackendUDP)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// parseAgents reads --agent: PATH for every host, hN=PATH for one.
+func parseAgents(s *plan.Spec, flags []string) error {
+	for _, v := range flags {
+		host, path, one := strings.Cut(v, "=")
+		if !one {
+			s.Agent = plan.Agent{Path: v}
+			continue
+		}
+		var i int
+		if _, err := fmt.Sscanf(host, "h%d", &i); err != nil || i < 1 || fmt.Sprintf("h%d", i) != host {
+			return fmt.Errorf("--agent %s: want PATH or hN=PATH (h1, h2, ...)", v)
+		}
+		if i > s.Hosts {
+			return fmt.Errorf("--agent %s: the lab has hosts h1..h%d", v, s.Hosts)
+		}
+		if path == "" {
+			return fmt.Errorf("--agent %s: no path", v)
+		}
+		for len(s.PerHost) < i {
+			s.PerHost = append(s.PerHost, plan.HostSpec{Containers: s.Containers})
+		}
+		s.PerHost[i-1].Agent = plan.Agent{Path: path}
+	}
+	return nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, e := range strings.Split(s, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 func downCmd() *cobra.Command {
@@ -58,26 +176,36 @@ func downCmd() *cobra.Command {
 	var all bool
 	cmd := &cobra.Command{
 		Use:   "down",
-		Short: "Remove a lab (idempotent); --all removes every lab and leftover",
+		Short: "Remove a lab and everything running in it (idempotent); --all removes every lab and leftover",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if all && cmd.Flags().Changed("name") {
+				return fmt.Errorf("--all and --name exclude each other")
+			}
+			if !all {
+				if err := plan.CheckName(name); err != nil {
+					return err
+				}
+			}
 			if os.Geteuid() != 0 {
 				return fmt.Errorf("overlaylab down needs root to delete network namespaces: run it with sudo")
 			}
+			o := lab.Options{Command: "down"}
 			if all {
-				labs, err := lab.DownAll(cmd.Context(), root)
-				if len(labs) == 0 && err == nil {
+				ts, err := lab.DownAll(cmd.Context(), root, o)
+				if len(ts) == 0 && err == nil {
 					fmt.Println("nothing to remove")
-				} else {
-					fmt.Printf("removed: %s\n", strings.Join(labs, " "))
+				}
+				for _, t := range ts {
+					fmt.Println(t.Summary())
 				}
 				return err
 			}
-			if err := lab.Down(cmd.Context(), root, name); err != nil {
-				return err
+			t, err := lab.Down(cmd.Context(), root, name, o)
+			if t != nil {
+				fmt.Println(t.Summary())
 			}
-			fmt.Printf("lab %q is down\n", name)
-			return nil
+			return err
 		},
 	}
 	labFlags(cmd, &name, &root)
@@ -99,18 +227,14 @@ func statusCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			switch output {
-			case "json":
+			if output == "json" {
 				enc := json.NewEncoder(os.Stdout)
 				enc.SetIndent("", "  ")
 				return enc.Encode(st)
-			case "", "table":
-				fmt.Printf("lab %q: backend %s, network %s, phase %s, state %s\n", st.Name, st.Backend, st.Network, st.Phase, st.StateDir)
-				lab.WriteTable(os.Stdout, st)
-				return nil
-			default:
-				return fmt.Errorf("-o %q: use json or table", output)
 			}
+			fmt.Printf("lab %q: backend %s, network %s, runtime %s, phase %s, state %s\n", st.Name, st.Backend, st.Network, st.Runtime, st.Phase, st.StateDir)
+			lab.WriteTable(os.Stdout, st)
+			return nil
 		},
 	}
 	labFlags(cmd, &name, &root)
@@ -122,14 +246,14 @@ func execCmd() *cobra.Command {
 	var name, root string
 	cmd := &cobra.Command{
 		Use:   "exec HOST[/CONTAINER] -- CMD...",
-		Short: "Run a command inside a host's or a container's network namespace",
+		Short: "Run a command inside a host's or a container's network namespace (HOST may be etcd or underlay)",
 		Args:  cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			st, err := lab.Load(root, name)
 			if err != nil {
 				return err
 			}
-			nsName, err := resolveTarget(st, args[0])
+			nsName, err := st.Target(args[0])
 			if err != nil {
 				return err
 			}
@@ -151,85 +275,8 @@ func execCmd() *cobra.Command {
 	return cmd
 }
 
-// resolveTarget maps "h1", "h1/c2", "etcd" or "underlay" to a namespace.
-func resolveTarget(st *lab.State, target string) (string, error) {
-	switch target {
-	case "etcd":
-		return st.Etcd.Netns, nil
-	case "underlay":
-		return st.Underlay.Netns, nil
-	}
-	hostName, cName, hasC := strings.Cut(target, "/")
-	h, ok := st.Host(hostName)
-	if !ok {
-		var names []string
-		for _, h := range st.Hosts {
-			names = append(names, h.Name)
-		}
-		return "", fmt.Errorf("%q: no host %q in lab %q (there are %s, etcd, underlay)", target, hostName, st.Name, strings.Join(names, ", "))
-	}
-	if !hasC {
-		return h.Netns, nil
-	}
-	for _, c := range h.Containers {
-		if c.Name == cName {
-			return c.Netns, nil
-		}
-	}
-	var names []string
-	for _, c := range h.Containers {
-		names = append(names, c.Name)
-	}
-	return "", fmt.Errorf("%q: host %s has no container %q (it has %s)", target, hostName, cName, strings.Join(names, ", "))
-}
-
-func etcdCmd() *cobra.Command {
-	var o lab.EtcdOptions
-	cmd := &cobra.Command{
-		Use:    "etcd",
-		Short:  "Run the lab's embedded etcd member (started by up)",
-		Hidden: true,
-		Args:   cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			for _, ip := range o.ClientIPs {
-				if _, err := netip.ParseAddr(ip); err != nil {
-					return fmt.Errorf("--client-ip %q: %w", ip, err)
-				}
-			}
-			return lab.RunEtcd(o)
-		},
-	}
-	cmd.Flags().StringVar(&o.Name, "name", "default", "member name")
-	cmd.Flags().StringVar(&o.DataDir, "data-dir", "", "data directory")
-	cmd.Flags().StringSliceVar(&o.ClientIPs, "client-ip", nil, "address to serve clients on, port 2379 (repeatable)")
-	cmd.Flags().StringVar(&o.PeerIP, "peer-ip", "127.0.0.1", "address for the peer URL, port 2380")
-	cmd.Flags().StringVar(&o.InitialCluster, "initial-cluster", "", "every member as name=http://ip:2380, comma-separated")
-	cmd.Flags().StringVar(&o.CertFile, "cert-file", "", "server certificate (enables client TLS)")
-	cmd.Flags().StringVar(&o.KeyFile, "key-file", "", "server key")
-	cmd.Flags().StringVar(&o.TrustedCAFile, "trusted-ca-file", "", "CA that client certificates must be signed by")
-	_ = cmd.MarkFlagRequired("data-dir")
-	return cmd
-}
-
-func etcdProxyCmd() *cobra.Command {
-	var nsName, listen, target string
-	cmd := &cobra.Command{
-		Use:    "etcd-proxy",
-		Short:  "Forward the lab's etcd address to an external etcd (started by up)",
-		Hidden: true,
-		Args:   cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return lab.RunProxy(nsName, listen, target)
-		},
-	}
-	cmd.Flags().StringVar(&nsName, "netns", "", "namespace to listen in")
-	cmd.Flags().StringVar(&listen, "listen", "", "address:port to listen on")
-	cmd.Flags().StringVar(&target, "target", "", "external etcd host:port")
-	return cmd
-}
-
 // labFlags adds --name and --state-dir, which every lab command takes.
 func labFlags(cmd *cobra.Command, name, root *string) {
-	cmd.Flags().StringVar(name, "name", lab.DefaultName, "lab name")
-	cmd.Flags().StringVar(root, "state-dir", lab.DefaultStateRoot, "where labs keep their state")
+	cmd.Flags().StringVar(name, "name", plan.DefaultName, "lab name")
+	cmd.Flags().StringVar(root, "state-dir", plan.DefaultStateRoot, "where labs keep their state")
 }

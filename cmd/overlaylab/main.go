@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -26,7 +27,10 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(agentCmd(), upCmd(), downCmd(), statusCmd(), execCmd(), killCmd(), startCmd(), hostCmd(), runCmd(), validateCmd(), etcdCmd(), etcdProxyCmd(), benchCmd())
+	root.Version = version()
+	root.SetVersionTemplate("overlaylab {{.Version}}\n")
+	root.AddCommand(agentCmd(), upCmd(), downCmd(), statusCmd(), execCmd(), killCmd(), startCmd(), hostCmd(), etcdCtlCmd(),
+		runCmd(), validateCmd(), etcdMemberCmd(), etcdProxyCmd(), benchCmd())
 	err := root.ExecuteContext(ctx)
 	stop()
 	var ee exitError
@@ -37,4 +41,36 @@ func main() {
 		fmt.Fprintln(os.Stderr, "overlaylab:", err)
 		os.Exit(1)
 	}
+}
+
+// version is the module version, or the VCS revision the binary was built
+// from (what `--version` prints after "overlaylab"; the lab recognizes its
+// own agent by that word).
+func version() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "(unknown)"
+	}
+	v := bi.Main.Version
+	var rev, modified string
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				modified = "+dirty"
+			}
+		}
+	}
+	if (v == "" || v == "(devel)") && rev != "" {
+		if len(rev) > 12 {
+			rev = rev[:12]
+		}
+		return "devel-" + rev + modified
+	}
+	if v == "" {
+		return "(devel)"
+	}
+	return v
 }

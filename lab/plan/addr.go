@@ -33,7 +33,9 @@ func (a Addressing) HostIndex(ip netip.Addr) int {
 }
 
 // Prefix is ip with the underlay's prefix length, for an interface address.
-func (a Addressing) Prefix(ip netip.Addr) netip.Prefix { return netip.PrefixFrom(ip, a.Underlay.Bits()) }
+func (a Addressing) Prefix(ip netip.Addr) netip.Prefix {
+	return netip.PrefixFrom(ip, a.Underlay.Bits())
+}
 
 func u32(a netip.Addr) uint32 {
 	b := a.As4()

@@ -378,7 +378,9 @@ func (s *Spec) AgentOn(i int) (Agent, []string) {
 }
 
 // Multi reports whether the lab has named tenant networks.
-func (s *Spec) Multi() bool { return len(s.Networks) > 1 || (len(s.Networks) == 1 && s.Networks[0].Name != "") }
+func (s *Spec) Multi() bool {
+	return len(s.Networks) > 1 || (len(s.Networks) == 1 && s.Networks[0].Name != "")
+}
 
 // NetworkNames lists the tenant networks' names ("" for a single network).
 func (s *Spec) NetworkNames() []string {

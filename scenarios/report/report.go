@@ -1,4 +1,4 @@
-package scenarios
+package report
 
 import (
 	_ "embed"
@@ -152,8 +152,14 @@ func WriteJUnit(w io.Writer, r *Result) error {
 	if r == nil {
 		return errNilResult
 	}
+	suite := junitSuiteOf(r, r.Scenario)
+	return writeJUnitDoc(w, []junitSuite{suite})
+}
+
+// junitSuiteOf is one run as a testsuite.
+func junitSuiteOf(r *Result, name string) junitSuite {
 	suite := junitSuite{
-		Name: r.Scenario,
+		Name: name,
 		Time: junitSeconds(r.Duration),
 		Properties: []junitProperty{
 			{"file", r.File},
@@ -163,6 +169,14 @@ func WriteJUnit(w io.Writer, r *Result) error {
 			{"underlay", r.Topology.Underlay},
 			{"seed", fmt.Sprint(r.Seed)},
 		},
+	}
+	if r.Runtime != "" {
+		suite.Properties = append(suite.Properties, junitProperty{"runtime", r.Runtime})
+	}
+	for _, h := range r.Topology.Hosts {
+		if h.Agent.Path != "" {
+			suite.Properties = append(suite.Properties, junitProperty{"agent." + h.Name, h.Agent.Path + " (" + h.Agent.Version + ")"})
+		}
 	}
 	if out := timelineText(r); out != "" {
 		suite.SystemOut = &junitCDATA{xmlText(out)}
@@ -194,13 +208,21 @@ func WriteJUnit(w io.Writer, r *Result) error {
 			suite.Failures++
 		}
 	}
-	doc := junitSuites{
-		Name:     "overlaylab",
-		Tests:    suite.Tests,
-		Failures: suite.Failures,
-		Time:     suite.Time,
-		Suites:   []junitSuite{suite},
+	return suite
+}
+
+// writeJUnitDoc writes suites under one testsuites root.
+func writeJUnitDoc(w io.Writer, suites []junitSuite) error {
+	doc := junitSuites{Name: "overlaylab", Suites: suites}
+	var total time.Duration
+	for _, s := range suites {
+		doc.Tests += s.Tests
+		doc.Failures += s.Failures
+		var secs float64
+		fmt.Sscan(s.Time, &secs)
+		total += time.Duration(secs * float64(time.Second))
 	}
+	doc.Time = junitSeconds(total)
 	if _, err := io.WriteString(w, xml.Header); err != nil {
 		return err
 	}

@@ -1,4 +1,4 @@
-package scenarios
+package report
 
 import (
 	"bytes"
@@ -96,27 +96,27 @@ func sampleResult() *Result {
 			},
 		},
 		Timeline: []StepResult{
-			{Name: "add-h5", Action: ActionHostAdd, Host: "h5", Detail: "1 container", At: 3 * time.Second, Duration: 420 * time.Millisecond},
-			{Name: "kill-h2", Action: ActionAgentKill, Host: "h2", Detail: "signal KILL", At: 5 * time.Second, Duration: 12 * time.Millisecond},
-			{Name: "start-h2", Action: ActionAgentStart, Host: "h2", At: 6 * time.Second, Duration: 5 * time.Second,
+			{Name: "add-h5", Action: "host-add", Host: "h5", Detail: "1 container", At: 3 * time.Second, Duration: 420 * time.Millisecond},
+			{Name: "kill-h2", Action: "agent-kill", Host: "h2", Detail: "signal KILL", At: 5 * time.Second, Duration: 12 * time.Millisecond},
+			{Name: "start-h2", Action: "agent-start", Host: "h2", At: 6 * time.Second, Duration: 5 * time.Second,
 				Error: "agent h2 not ready after 5s: no lease"},
-			{Name: "host-remove (line 31)", Action: ActionHostRemove, Host: "h4", At: 11 * time.Second, Duration: 310 * time.Millisecond},
+			{Name: "host-remove (line 31)", Action: "host-remove", Host: "h4", At: 11 * time.Second, Duration: 310 * time.Millisecond},
 		},
 		Expectations: []ExpectResult{
-			{Name: "mesh-ready", Kind: KindPing, When: "at 0s", Passed: true, Message: "12 of 12 pairs answered",
+			{Name: "mesh-ready", Kind: "ping", When: "at 0s", Passed: true, Message: "12 of 12 pairs answered",
 				Start: 0, End: 900 * time.Millisecond, Matrix: okMatrix},
-			{Name: "encap-on-wire", Kind: KindEncap, When: "during 0s..kill-h2", Passed: true,
+			{Name: "encap-on-wire", Kind: "encap", When: "during 0s..kill-h2", Passed: true,
 				Message: "412 packets on udp/8472 vni 1, no bare inner packets", Start: 0, End: 5012 * time.Millisecond,
 				Pcap: "pcaps/encap-on-wire.pcap"},
-			{Name: "h5-route", Kind: KindRoute, When: "after add-h5", Passed: true, Message: "h1 has 10.10.5.0/24 via flannel.1",
+			{Name: "h5-route", Kind: "route", When: "after add-h5", Passed: true, Message: "h1 has 10.10.5.0/24 via flannel.1",
 				Start: 3420 * time.Millisecond, End: 3650 * time.Millisecond},
-			{Name: "h2-agent-log", Kind: KindAgent, When: "after start-h2", Passed: false,
+			{Name: "h2-agent-log", Kind: "agent", When: "after start-h2", Passed: false,
 				Message: "log of h2 never matched /lease acquired/ within 10s\nlast line: \"etcd: context deadline exceeded\"",
 				Start:   11 * time.Second, End: 13 * time.Second},
-			{Name: "mesh-after-restart", Kind: KindPing, When: "after start-h2 + 1s", Passed: false,
+			{Name: "mesh-after-restart", Kind: "ping", When: "after start-h2 + 1s", Passed: false,
 				Message: "3 of 11 probed pairs broke the expectation", Start: 12 * time.Second, End: 13500 * time.Millisecond,
 				Matrix: bad, Pcap: "pcaps/mesh-after-restart.pcap"},
-			{Name: "h1-lease", Kind: KindLease, When: "final", Passed: true, Message: "h1 still holds 10.10.1.0/24",
+			{Name: "h1-lease", Kind: "lease", When: "final", Passed: true, Message: "h1 still holds 10.10.1.0/24",
 				Start: 13600 * time.Millisecond, End: 13610 * time.Millisecond},
 		},
 		Artifacts: []string{

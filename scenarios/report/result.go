@@ -1,16 +1,22 @@
-package scenarios
+// Package report writes what a scenario run leaves behind: result.json, a
+// JUnit XML and a self-contained HTML page per run, and for a suite of runs
+// one combined JUnit and an index page.
+package report
 
 import "time"
 
 // Result is everything a run leaves behind, written as result.json, a JUnit
 // XML and an HTML report. Paths inside are relative to the output dir.
 type Result struct {
-	Scenario string        `json:"scenario"`
+	Scenario string `json:"scenario"`
+	// Label names the run in a suite (scenario, agent, repetition).
+	Label    string        `json:"label,omitempty"`
 	File     string        `json:"file"`
 	Lab      string        `json:"lab"`
 	Seed     int64         `json:"seed"`
 	Backend  string        `json:"backend"`
 	Network  string        `json:"network"`
+	Runtime  string        `json:"runtime,omitempty"`
 	Started  time.Time     `json:"started"`
 	Duration time.Duration `json:"durationNs"`
 	Passed   bool          `json:"passed"`
@@ -38,6 +44,7 @@ type TopologyHost struct {
 	Name       string              `json:"name"`
 	UnderlayIP string              `json:"underlayIP"`
 	Subnet     string              `json:"subnet"`
+	Agent      Agent               `json:"agent"`
 	Containers []TopologyContainer `json:"containers"`
 	AddedAt    *time.Duration      `json:"addedAtNs,omitempty"`   // set for host-add hosts
 	RemovedAt  *time.Duration      `json:"removedAtNs,omitempty"` // set for host-remove hosts
@@ -45,14 +52,22 @@ type TopologyHost struct {
 
 // TopologyContainer is one container in the drawing.
 type TopologyContainer struct {
-	Name string `json:"name"`
-	IP   string `json:"ip"`
+	Name    string `json:"name"`
+	IP      string `json:"ip"`
+	Network string `json:"network,omitempty"`
+}
+
+// Agent is the agent a host ran: its binary and what its --version said.
+type Agent struct {
+	Path    string `json:"path"`
+	Version string `json:"version"`
+	Ours    bool   `json:"ours"`
 }
 
 // StepResult is one played step.
 type StepResult struct {
 	Name     string        `json:"name"` // Step.Label()
-	Action   Action        `json:"action"`
+	Action   string        `json:"action"`
 	Host     string        `json:"host,omitempty"`
 	Detail   string        `json:"detail,omitempty"` // e.g. "signal KILL", "20%"
 	At       time.Duration `json:"atNs"`             // when it started, from ready
@@ -62,11 +77,11 @@ type StepResult struct {
 
 // ExpectResult is one checked expectation.
 type ExpectResult struct {
-	Name    string     `json:"name"`
-	Kind    ExpectKind `json:"kind"`
-	When    string     `json:"when"` // human: "at 5s", "after kill-h2", "during 0s..start-h2", "final"
-	Passed  bool       `json:"passed"`
-	Message string     `json:"message"` // what was expected and what was seen, one or a few lines
+	Name    string `json:"name"`
+	Kind    string `json:"kind"`
+	When    string `json:"when"` // human: "at 5s", "after kill-h2", "during 0s..start-h2", "final"
+	Passed  bool   `json:"passed"`
+	Message string `json:"message"` // what was expected and what was seen, one or a few lines
 	// Start and End bound the check in time, from ready.
 	Start time.Duration `json:"startNs"`
 	End   time.Duration `json:"endNs"`

@@ -1,0 +1,246 @@
+package run
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/overlaylab/overlaylab/lab"
+	"github.com/overlaylab/overlaylab/lab/plan"
+	"github.com/overlaylab/overlaylab/scenarios"
+	"github.com/overlaylab/overlaylab/scenarios/report"
+)
+
+// playSteps plays the steps one at a time in their order.
+func (r *runner) playSteps(ctx context.Context) {
+	for i := range r.sc.Steps {
+		step := &r.sc.Steps[i]
+		var start time.Time
+		if step.After != "" {
+			r.waitStep(ctx, step.After)
+			r.doneMu.Lock()
+			start = r.ready.Add(r.doneAt[step.After] + step.Delay)
+			r.doneMu.Unlock()
+		} else {
+			start = r.ready.Add(step.At)
+		}
+		if !sleepUntil(ctx, start) {
+			return
+		}
+		r.logf("▶ %s: %s", step.Label(), describeStep(step))
+		t0 := time.Now()
+		err := r.do(ctx, step)
+		sr := report.StepResult{Name: step.Label(), Action: string(step.Action), Host: step.Host, Detail: stepDetail(step),
+			At: t0.Sub(r.ready), Duration: time.Since(t0)}
+		if err != nil {
+			sr.Error = err.Error()
+			r.logf("✗ %s failed after %s: %v", step.Label(), sr.Duration.Round(time.Millisecond), err)
+		} else {
+			r.logf("✓ %s (%s)", step.Label(), sr.Duration.Round(time.Millisecond))
+		}
+		r.mu.Lock()
+		r.res.Timeline = append(r.res.Timeline, sr)
+		if err != nil {
+			// A step that cannot be played makes the run fail: its
+			// expectations would test something else than written.
+			r.res.Error = fmt.Sprintf("step %s: %v", step.Label(), err)
+		}
+		r.mu.Unlock()
+		if step.Name != "" {
+			r.doneMu.Lock()
+			r.doneAt[step.Name] = time.Since(r.ready)
+			close(r.done[step.Name])
+			r.doneMu.Unlock()
+		}
+	}
+}
+
+func sleepUntil(ctx context.Context, t time.Time) bool {
+	d := time.Until(t)
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(d):
+		return true
+	}
+}
+
+func (r *runner) waitStep(ctx context.Context, name string) {
+	r.doneMu.Lock()
+	ch := r.done[name]
+	r.doneMu.Unlock()
+	select {
+	case <-ctx.Done():
+	case <-ch:
+	case <-r.timeline: // the timeline ended without it (an earlier step failed)
+	}
+}
+
+func describeStep(s *scenarios.Step) string {
+	d := string(s.Action)
+	if s.Host != "" {
+		d += " " + s.Host
+	}
+	if det := stepDetail(s); det != "" {
+		d += " (" + det + ")"
+	}
+	return d
+}
+
+func stepDetail(s *scenarios.Step) string {
+	switch s.Action {
+	case scenarios.ActionAgentKill:
+		return "signal " + s.Signal
+	case scenarios.ActionEtcdStop, scenarios.ActionEtcdStart:
+		return "member " + s.Member
+	case scenarios.ActionLoss:
+		return fmt.Sprintf("%g%%", s.Percent)
+	case scenarios.ActionRate:
+		if s.RateBps == 0 {
+			return "unlimited"
+		}
+		return fmt.Sprintf("%d bit/s", s.RateBps)
+	case scenarios.ActionHostAdd:
+		return fmt.Sprintf("%d containers", s.Containers)
+	case scenarios.ActionConfigSet:
+		return truncate(s.Config, 60)
+	case scenarios.ActionAgentStart:
+		if s.NoWait {
+			return "not waiting for ready"
+		}
+	}
+	return ""
+}
+
+func truncate(s string, n int) string {
+	s = strings.ReplaceAll(s, "\n", " ")
+	if len(s) <= n {
+		return s
+	}
+	return s[:n-1] + "…"
+}
+
+// do plays one step on the lab.
+func (r *runner) do(ctx context.Context, s *scenarios.Step) error {
+	l := r.lab
+	switch s.Action {
+	case scenarios.ActionAgentKill:
+		sig, err := plan.ParseSignal(s.Signal)
+		if err != nil {
+			return err
+		}
+		return l.KillAgent(s.Host, sig)
+	case scenarios.ActionAgentStart:
+		return l.StartAgent(ctx, s.Host, lab.StartAgentOptions{NoWait: s.NoWait})
+	case scenarios.ActionLinkDown, scenarios.ActionLinkUp:
+		return l.SetLink(s.Host, s.Action == scenarios.ActionLinkUp)
+	case scenarios.ActionLoss:
+		return l.SetLoss(s.Host, s.Percent)
+	case scenarios.ActionRate:
+		return l.SetRate(s.Host, s.RateBps)
+	case scenarios.ActionEtcdStop:
+		k, err := r.member(ctx, s.Member)
+		if err != nil {
+			return err
+		}
+		return l.StopEtcd(k)
+	case scenarios.ActionEtcdStart:
+		return r.etcdStart(ctx, s.Member)
+	case scenarios.ActionEtcdPartition, scenarios.ActionEtcdHeal:
+		return l.SetPartition(s.Host, s.Action == scenarios.ActionEtcdPartition)
+	case scenarios.ActionLeaseDelete:
+		return l.DeleteLease(ctx, s.Host)
+	case scenarios.ActionHostAdd:
+		return r.hostAdd(ctx, s)
+	case scenarios.ActionHostRemove:
+		if err := l.RemoveHost(ctx, s.Host, true); err != nil {
+			return err
+		}
+		at := r.since()
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		for i := range r.res.Topology.Hosts {
+			if r.res.Topology.Hosts[i].Name == s.Host {
+				r.res.Topology.Hosts[i].RemovedAt = &at
+			}
+		}
+		return nil
+	case scenarios.ActionConfigSet:
+		return l.PutConfig(ctx, "", s.Config)
+	}
+	return fmt.Errorf("unknown action %q", s.Action)
+}
+
+func (r *runner) hostAdd(ctx context.Context, s *scenarios.Step) error {
+	o := lab.HostOptions{Containers: s.Containers, AgentArgs: s.AgentArgs, Agent: s.Agent}
+	if r.o.Agent.Path != "" {
+		o.Agent = r.o.Agent
+	}
+	h, err := r.lab.AddHost(ctx, o)
+	if err != nil {
+		return err
+	}
+	if h.Name != s.Host {
+		return fmt.Errorf("the lab named the new host %s, the scenario expected %s", h.Name, s.Host)
+	}
+	at := r.since()
+	th := topologyHost(h)
+	th.AddedAt = &at
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.lease[h.Name] = h.Subnet
+	r.res.Topology.Hosts = append(r.res.Topology.Hosts, th)
+	return nil
+}
+
+func (r *runner) etcdStart(ctx context.Context, member string) error {
+	if member != "stopped" {
+		k, err := r.member(ctx, member)
+		if err != nil {
+			return err
+		}
+		return r.lab.StartEtcd(ctx, k)
+	}
+	st := r.lab.Snapshot()
+	var errs []error
+	for k := 1; k <= st.EtcdMembers(); k++ {
+		if !st.EtcdMemberAlive(k) {
+			errs = append(errs, r.lab.StartEtcd(ctx, k))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// member resolves an etcd-stop/start target: "leader", "follower" (a
+// running member that does not lead) or a 1-based index.
+func (r *runner) member(ctx context.Context, m string) (int, error) {
+	switch m {
+	case "", "1":
+		return 1, nil
+	case "leader", "follower":
+		leader, err := r.lab.EtcdLeader(ctx)
+		if err != nil {
+			return 0, err
+		}
+		if m == "leader" {
+			return leader, nil
+		}
+		st := r.lab.Snapshot()
+		for k := 1; k <= st.EtcdMembers(); k++ {
+			if k != leader && st.EtcdMemberAlive(k) {
+				return k, nil
+			}
+		}
+		return 0, fmt.Errorf("no running follower")
+	}
+	var k int
+	if _, err := fmt.Sscan(m, &k); err != nil {
+		return 0, fmt.Errorf("member %q", m)
+	}
+	return k, nil
+}
