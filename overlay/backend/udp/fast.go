@@ -380,11 +380,19 @@ func (b *UDP) udpToTunFast() error {
 		c.reset()
 		for i := range n {
 			from, data, segSize, trunc := r.msg(i)
-			if trunc {
+			// The sender first: nothing a stranger sent is looked at
+			// (docs/SECURITY.md), and all of it counts as not_peer.
+			peer, known := t.byPublic[from]
+			if !known {
+				for range datagrams(len(data), segSize) {
+					b.metrics.Drop(backend.DropNotPeer)
+				}
+				continue
+			}
+			if trunc || len(data) == 0 {
 				b.metrics.Drop(backend.DropMalformed)
 				continue
 			}
-			peer, known := t.byPublic[from]
 			for rest := data; len(rest) > 0; {
 				var seg []byte
 				seg, rest = nextSegment(rest, segSize)
@@ -393,7 +401,7 @@ func (b *UDP) udpToTunFast() error {
 					b.metrics.Drop(dropReason(err))
 					continue
 				}
-				if reason, ok := t.admitFrom(peer, known, src, dst); !ok {
+				if reason, ok := t.admitFrom(peer, true, src, dst); !ok {
 					b.metrics.Drop(reason)
 					continue
 				}

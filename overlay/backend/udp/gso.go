@@ -145,6 +145,15 @@ func groSize(b []byte) int {
 	return 0
 }
 
+// datagrams is how many datagrams a received buffer of n bytes holds
+// (segments of size bytes; size <= 0: one). An empty datagram is one.
+func datagrams(n, size int) int {
+	if size <= 0 || n <= size {
+		return 1
+	}
+	return (n + size - 1) / size
+}
+
 // nextSegment returns the first datagram of a received buffer b holding
 // datagrams of size bytes (the last may be shorter; size <= 0 means one
 // datagram) and the rest of b.

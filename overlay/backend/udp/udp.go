@@ -320,12 +320,20 @@ func (b *UDP) udpToTun() error {
 			return fmt.Errorf("read udp: %w", err)
 		}
 		pkt := buf[:n]
+		// The sender first: nothing a stranger sent is looked at
+		// (docs/SECURITY.md), and all of it counts as not_peer.
+		t := b.tab.Load()
+		peer, known := t.byPublic[from.Addr().Unmap()]
+		if !known {
+			b.metrics.Drop(backend.DropNotPeer)
+			continue
+		}
 		src, dst, err := ipv4Addrs(pkt)
 		if err != nil {
 			b.metrics.Drop(dropReason(err))
 			continue
 		}
-		if reason, ok := b.tab.Load().admit(from.Addr().Unmap(), src, dst); !ok {
+		if reason, ok := t.admitFrom(peer, true, src, dst); !ok {
 			b.metrics.Drop(reason)
 			continue
 		}
