@@ -187,9 +187,9 @@ func (r *Runner) prepare(hostNetns, containerNetns, containerID, ifName string, 
 	if e := utils.ValidateInterfaceName(ifName); e != nil {
 		return nil, fmt.Errorf("cni: interface name %q: %w", ifName, e)
 	}
-	for what, p := range map[string]string{"host netns": hostNetns, "container netns": containerNetns} {
-		if !filepath.IsAbs(p) {
-			return nil, fmt.Errorf("cni: %s %q is not an absolute path", what, p)
+	for _, ns := range [][2]string{{"host netns", hostNetns}, {"container netns", containerNetns}} {
+		if !filepath.IsAbs(ns[1]) {
+			return nil, fmt.Errorf("cni: %s %q is not an absolute path", ns[0], ns[1])
 		}
 	}
 	if r.PluginDir == "" || r.DataDir == "" {

@@ -323,3 +323,20 @@ func TestMasqueradeFollowsSubnetEnv(t *testing.T) {
 		t.Errorf("CNI state left after DEL: %v", left)
 	}
 }
+
+// TestFailedAddLeavesNothing: when the flannel plugin fails (a subnet.env
+// without FLANNEL_MTU), Add says why and runs DEL for what it had added (the
+// loopback attachment before it), so no CNI state is left.
+func TestFailedAddLeavesNothing(t *testing.T) {
+	h := newFakeHost(t, "f", "FLANNEL_NETWORK=10.10.0.0/16\nFLANNEL_SUBNET=10.10.8.1/24\nFLANNEL_IPMASQ=true\n")
+	c1 := h.netns(t, "c1")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := h.runner.Add(ctx, h.hostPath, c1, "cnitest-f1", "eth0", h.conf)
+	if err == nil || !strings.Contains(err.Error(), "FLANNEL_MTU") || !strings.Contains(err.Error(), h.subnetFile) {
+		t.Fatalf("got %v, want an error naming %s and the missing FLANNEL_MTU", err, h.subnetFile)
+	}
+	if left := leftovers(t, h.runner.DataDir); len(left) > 0 {
+		t.Errorf("CNI state left after a failed Add: %v", left)
+	}
+}
