@@ -84,7 +84,7 @@ func TestNotPeerCountedFirst(t *testing.T) {
 	t.Run("fast", func(t *testing.T) {
 		for _, gro := range []bool{false, true} {
 			x := newFastFixture(t, true, false, gro)
-			stop := x.run(t, x.b.udpToTunFast)
+			stop := x.run(t, x.w.udpToTun)
 			sendFrom(t, net.IPv4(127, 0, 0, 2), x.addr(), strangerGarbage())
 			if _, err := x.peerConn.WriteToUDPAddrPort(peerGarbage[0], x.addr()); err != nil {
 				t.Fatal(err)
