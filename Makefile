@@ -5,7 +5,24 @@ E2E_TIMEOUT ?= 40m
 
 FUZZTIME ?= 20s
 
-.PHONY: build lab-up lab-down test unit e2e bench fuzz soak vet clean
+# Upstream agents and CNI plugins the suite runs (docs/THIRD_PARTY.md): built
+# from their Go modules by hack/build-*.sh, never committed (bin/ is ignored).
+FLANNEL_VERSION     ?= v0.28.10
+CNI_FLANNEL_VERSION ?= v0.9.1
+CNI_PLUGINS_VERSION ?= v1.9.1
+FLANNELD            := bin/flanneld
+CNI_DIR             := bin/cni
+CNI_PLUGINS         := $(addprefix $(CNI_DIR)/,flannel bridge host-local loopback)
+# Pin files: empty files whose names carry the versions. A binary is rebuilt
+# when it is missing, older than its pin (the version changed, so a new pin
+# was made) or older than its build script; otherwise make leaves it alone.
+# The recipes touch what they built: go build leaves a binary that is already
+# up to date untouched, which would leave it older than a new pin.
+PIN_DIR             := bin/.pin
+FLANNELD_PIN        := $(PIN_DIR)/flanneld-$(FLANNEL_VERSION)
+CNI_PIN             := $(PIN_DIR)/cni-$(CNI_FLANNEL_VERSION)-$(CNI_PLUGINS_VERSION)
+
+.PHONY: build lab-up lab-down test unit e2e bench fuzz soak vet clean flanneld cni-plugins
 
 build:
 	$(GO) build -o $(BIN) ./cmd/overlaylab
@@ -52,3 +69,23 @@ fuzz:
 
 clean:
 	rm -rf bin
+
+# Upstream flanneld (cgo for its udp backend, without its tencentvpc backend).
+flanneld: $(FLANNELD)
+
+$(FLANNELD): $(FLANNELD_PIN) hack/build-flanneld.sh hack/lib.sh
+	hack/build-flanneld.sh $(FLANNEL_VERSION) $@
+	touch $@
+
+# The CNI flannel meta-plugin and the plugins it delegates to, into bin/cni/.
+cni-plugins: $(CNI_PLUGINS)
+
+$(CNI_PLUGINS) &: $(CNI_PIN) hack/build-cni-plugins.sh hack/lib.sh
+	hack/build-cni-plugins.sh $(CNI_FLANNEL_VERSION) $(CNI_PLUGINS_VERSION) $(CNI_DIR)
+	touch $(CNI_PLUGINS)
+
+$(FLANNELD_PIN):
+	@mkdir -p $(@D) && rm -f $(PIN_DIR)/flanneld-* && touch $@
+
+$(CNI_PIN):
+	@mkdir -p $(@D) && rm -f $(PIN_DIR)/cni-* && touch $@

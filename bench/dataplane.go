@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -24,14 +25,18 @@ type Config struct {
 	Backend   string   `json:"backend"`
 	AgentArgs []string `json:"agentArgs,omitempty"`
 	Baseline  bool     `json:"baseline,omitempty"`
-	labSuffix string   // the lab is named <prefix><labSuffix>
-	profile   bool     // take CPU profiles of the agents (needs --pprof)
+	// Workers is the udp fast datapath's --udp-workers (0: not a udp-fast
+	// configuration).
+	Workers   int    `json:"workers,omitempty"`
+	labSuffix string // the lab is named <prefix><labSuffix>
+	profile   bool   // take CPU profiles of the agents (needs --pprof)
 }
 
 // Configuration names.
 const (
 	CfgBaseline  = "baseline"
 	CfgUDPFast   = "udp-fast"
+	CfgUDPFastMQ = "udp-fast-mq"
 	CfgUDPSimple = "udp-simple"
 	CfgVXLAN     = "vxlan"
 	CfgHostGW    = "host-gw"
@@ -39,11 +44,17 @@ const (
 
 // DefaultConfigs lists every configuration, in the order they are measured
 // within a round. The baseline's lab runs host-gw agents, which stay out of
-// a host-to-host path; they are measured like every other agent.
+// a host-to-host path; they are measured like every other agent. udp-fast
+// is the single-queue fast datapath (one worker); udp-fast-mq has one
+// worker per CPU of this machine (at least 2).
 func DefaultConfigs() []Config {
+	mq := max(2, runtime.NumCPU())
 	return []Config{
 		{Name: CfgBaseline, Backend: "host-gw", Baseline: true, labSuffix: "base"},
-		{Name: CfgUDPFast, Backend: "udp", AgentArgs: []string{"--udp-mode=fast", "--pprof"}, labSuffix: "udpf", profile: true},
+		{Name: CfgUDPFast, Backend: "udp", AgentArgs: []string{"--udp-mode=fast", "--udp-workers=1", "--pprof"}, Workers: 1,
+			labSuffix: "udpf", profile: true},
+		{Name: CfgUDPFastMQ, Backend: "udp", AgentArgs: []string{"--udp-mode=fast", fmt.Sprintf("--udp-workers=%d", mq), "--pprof"}, Workers: mq,
+			labSuffix: "udpm", profile: true},
 		{Name: CfgUDPSimple, Backend: "udp", AgentArgs: []string{"--udp-mode=simple", "--pprof"}, labSuffix: "udps", profile: true},
 		{Name: CfgVXLAN, Backend: "vxlan", labSuffix: "vxl"},
 		{Name: CfgHostGW, Backend: "host-gw", labSuffix: "hgw"},

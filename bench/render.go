@@ -22,6 +22,14 @@ func cell(c *ConfigResult, m Metric) string {
 
 func header(m Metric) string { return m.Label + " " + m.Unit }
 
+// workersCell is a configuration's udp worker count, "–" where it has none.
+func workersCell(c *ConfigResult) string {
+	if c.Workers == 0 {
+		return "–"
+	}
+	return fmt.Sprint(c.Workers)
+}
+
 // ratioRows groups the ratios by pair, with one column per metric.
 func ratioRows(rs []Ratio) (names []string, cols []Metric, byName map[string]map[string]Ratio) {
 	byName = map[string]map[string]Ratio{}
@@ -58,14 +66,14 @@ func ratioCell(rs map[string]Ratio, metric string) string {
 // their range, the ratios and the targets.
 func WriteTable(w io.Writer, r *Report) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	cols := []string{"CONFIGURATION"}
+	cols := []string{"CONFIGURATION", "WORKERS"}
 	for _, m := range Metrics {
 		cols = append(cols, upperASCII(m.Label)+" "+m.Unit)
 	}
 	fmt.Fprintln(tw, strings.Join(cols, "\t"))
 	for i := range r.Configs {
 		c := &r.Configs[i]
-		row := []string{c.Name}
+		row := []string{c.Name, workersCell(c)}
 		for j, m := range Metrics {
 			switch {
 			case c.OK():
@@ -164,11 +172,11 @@ func Markdown(r *Report) string {
 		"Cells are the median over rounds with the range (min–max).\n\n",
 		plural(r.Rounds, "round"), dur, warm, r.Probes, formatFloat(r.ProbeIntervalMs, 0))
 
-	b.WriteString("| configuration |")
+	b.WriteString("| configuration | udp workers |")
 	for _, m := range Metrics {
 		fmt.Fprintf(&b, " %s |", header(m))
 	}
-	b.WriteString("\n|---|")
+	b.WriteString("\n|---|---:|")
 	for range Metrics {
 		b.WriteString("---:|")
 	}
@@ -176,7 +184,7 @@ func Markdown(r *Report) string {
 	var failed, notes []string
 	for i := range r.Configs {
 		c := &r.Configs[i]
-		fmt.Fprintf(&b, "| %s |", c.Name)
+		fmt.Fprintf(&b, "| %s | %s |", c.Name, workersCell(c))
 		for _, m := range Metrics {
 			v := "–"
 			if c.OK() {

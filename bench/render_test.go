@@ -54,13 +54,17 @@ func sampleReport() *Report {
 	fast.Error = "agent on h1 (pid 77) exited before it was ready\n--- /run/overlaylab/bnudpf/logs/h1-agent.log ---\ntime=... level=INFO msg=starting\noverlaylab: --udp-mode \"fast\": use simple"
 	fast.Path = ""
 	simple := mk(CfgUDPSimple, vals(0.5, 0.6, 90, 200, 98, 20), vals(0.52, 0.58, 95, 210, 99, 21), vals(0.48, 0.61, 92, 190, 97, 20.5))
+	// One worker per CPU: fixed here so that the golden files do not
+	// depend on the machine the test runs on.
+	mq := mk(CfgUDPFastMQ, vals(5, 5.5, 90, 150, 120, 45), vals(5.2, 5.6, 95, 160, 125, 46), vals(4.8, 5.4, 85, 170, 118, 44))
+	mq.Workers, mq.AgentArgs = 2, []string{"--udp-mode=fast", "--udp-workers=2", "--pprof"}
 	vx := mk(CfgVXLAN, vals(9, 9.5, 40, 80, 0, 30), vals(9.2, 9.6, 42, 85, 0, 30), vals(8.8, 9.4, 41, 90, 0.1, 30))
 	hg := mk(CfgHostGW, vals(9.5, 10, 30, 60, 0, 30), vals(9.6, 0, 31, 61, 0, 30), vals(9.4, 10.2, 29, 59, 0, 30))
 	// host-gw round 2 lost its 4-stream transfer.
 	delete(hg.Rounds[1].Values, MTCP4)
 	hg.Rounds[1].Errors = []string{"tcp 4 streams: connect 3/4 from ol-bnhgw-h1-c1 to 10.10.2.2:40000: i/o timeout"}
 	hg.Summary[MTCP4] = Summarize([]float64{10, 10.2})
-	r.Configs = []ConfigResult{base, fast, simple, vx, hg}
+	r.Configs = []ConfigResult{base, fast, mq, simple, vx, hg}
 	r.Ratios = computeRatios(r)
 	r.Targets = evaluateTargets(r)
 	return r
@@ -115,7 +119,24 @@ func TestRatiosAndTargets(t *testing.T) {
 	if x := find(MTCP1, CfgBaseline, CfgBaseline); x != nil {
 		t.Errorf("baseline/baseline should not be listed")
 	}
-	for _, tg := range r.Targets {
+	// The single-queue targets first, then the workers' (udp-fast-mq):
+	// 5.5/5 → 1.1 (missed 1.2); 5.5/9.5 → 0.58 (met 0.45); 5/9 → 0.56 (met).
+	if len(r.Targets) != 8 {
+		t.Fatalf("%d targets, want 8", len(r.Targets))
+	}
+	for i, want := range []string{Missed, Met, Met} {
+		tg := r.Targets[5+i]
+		if tg.Status != want || tg.Value == nil {
+			t.Errorf("target %q: %s, want %s (%s)", tg.Name, tg.Status, want, tg.Measured)
+		}
+	}
+	if m := r.Targets[5].Measured; m != "1.10× (udp-fast-mq TCP 4 streams 5.50 Gbit/s vs udp-fast-mq TCP 1 stream 5.00 Gbit/s, medians)" {
+		t.Errorf("measured: %q", m)
+	}
+	if x := find(MTCP4, CfgUDPFastMQ, CfgUDPFast); x == nil || x.Value != nil {
+		t.Errorf("udp-fast-mq/udp-fast should be present and n/a: %+v", x)
+	}
+	for _, tg := range r.Targets[:5] {
 		if tg.Status != NotMeasured || !strings.Contains(tg.Measured, "udp-fast did not run") || !strings.Contains(tg.Measured, `--udp-mode "fast": use simple`) {
 			t.Errorf("target %q: %s (%s); want not measured, naming udp-fast's reason", tg.Name, tg.Status, tg.Measured)
 		}
@@ -126,7 +147,7 @@ func TestRatiosAndTargets(t *testing.T) {
 	c := r.Config(CfgUDPFast)
 	c.Error = ""
 	c.Summary = map[string]Summary{MTCP1: {Median: 4.6, Min: 4.5, Max: 4.7, N: 3}, MRTT50: {Median: 100, Min: 99, Max: 101, N: 3}, MRSS: {Median: 40, Min: 39, Max: 60, N: 3}, MAnon: {Median: 20, Min: 19, Max: 30, N: 3}}
-	ts := evaluateTargets(r)
+	ts := evaluateTargets(r)[:5]
 	want := []string{Met, Missed, Met, Missed, Missed}
 	for i, tg := range ts {
 		if tg.Status != want[i] {

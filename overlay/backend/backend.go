@@ -28,8 +28,9 @@ type Published struct {
 }
 
 // Backend is one datapath. Calls come from one goroutine, in this order:
-// Prepare, Configure, then AddPeer/RemovePeer any number of times while Run
-// runs, and Close last.
+// Prepare, Configure, then AddPeer/RemovePeer/Reconcile any number of times
+// while Run runs (on a goroutine of its own), and Close last, only after Run
+// has returned.
 type Backend interface {
 	// Prepare creates what must exist before a lease is held (the vxlan
 	// device, whose MAC is published) and returns the lease attributes.
@@ -41,6 +42,13 @@ type Backend interface {
 	AddPeer(ctx context.Context, peer subnet.Lease) error
 	// RemovePeer removes exactly that peer's entries.
 	RemovePeer(ctx context.Context, peer subnet.Lease) error
+	// Reconcile removes the kernel state this backend owns (routes marked
+	// with RouteProtocol, entries on its own device) that none of the peers
+	// it holds now justifies: what an earlier run left for peers that left
+	// while no agent watched. The agent calls it once the current leases
+	// are programmed, at start and after every watch resync. It never
+	// touches what the agent does not own.
+	Reconcile(ctx context.Context) error
 	// Run runs datapath loops (if any) until ctx is done.
 	Run(ctx context.Context) error
 	// Close removes the kernel state this backend created that should not

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/connectivity"
 
 	"github.com/overlaylab/overlaylab/overlay/config"
 )
@@ -38,7 +39,7 @@ func (m *Manager) KeepLease(ctx context.Context, cfg *config.Config, l *Lease, o
 				}
 				d := bo.next()
 				m.log.Error("re-acquire subnet lease failed; retrying", "subnet", cur.Subnet, "err", err, "retryIn", d)
-				if sleep(ctx, d) != nil {
+				if m.pause(ctx, d) != nil {
 					return ctx.Err()
 				}
 				continue
@@ -66,7 +67,7 @@ func (m *Manager) KeepLease(ctx context.Context, cfg *config.Config, l *Lease, o
 		default:
 			d := bo.next()
 			m.log.Warn("keeping subnet lease failed; retrying", "subnet", cur.Subnet, "err", err, "retryIn", d)
-			if sleep(ctx, d) != nil {
+			if m.pause(ctx, d) != nil {
 				return ctx.Err()
 			}
 		}
@@ -156,6 +157,30 @@ func (b *backoff) next() time.Duration {
 }
 
 func (b *backoff) reset() { b.cur = 0 }
+
+// pause waits d before a failed etcd request is retried, but ends as soon
+// as the client's connection to etcd, seen down during the pause, is ready
+// again: after an outage the lease must be renewed in well under a short
+// TTL, not a whole backoff step later. gRPC already spreads the reconnects
+// of many agents with its own jittered backoff.
+func (m *Manager) pause(ctx context.Context, d time.Duration) error {
+	conn := m.cli.ActiveConnection()
+	if conn == nil {
+		return sleep(ctx, d)
+	}
+	wctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	for st := conn.GetState(); ; {
+		if !conn.WaitForStateChange(wctx, st) {
+			return ctx.Err() // d passed (nil) or ctx ended
+		}
+		next := conn.GetState()
+		if next == connectivity.Ready && st != connectivity.Ready {
+			return nil
+		}
+		st = next
+	}
+}
 
 func sleep(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)

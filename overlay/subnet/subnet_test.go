@@ -865,3 +865,78 @@ func TestWatchLeasesSurvivesEtcdRestart(t *testing.T) {
 		t.Fatal("lease added after the restart not reported")
 	}
 }
+
+// TestWatchLeasesResyncReportsFullSet: when the start revision is already
+// compacted, events cannot tell the caller which of the leases it knew are
+// gone; the resync callback hands it the complete current set, so a caller
+// that keeps only what that set holds converges (a caller that relies on
+// events alone keeps the removed lease forever).
+func TestWatchLeasesResyncReportsFullSet(t *testing.T) {
+	m, cli, cfg := setup(t, Options{})
+	ctx := testContext(t, 30*time.Second)
+	var held []*Lease
+	for i := range 3 {
+		l, err := m.Acquire(ctx, cfg, udpAttrs(i+1), netip.Prefix{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, l)
+	}
+	initial, rev, err := m.Leases(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Behind the caller's back: one lease goes, and history is compacted.
+	if err := m.Revoke(ctx, held[0]); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := cli.Get(ctx, "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Compact(ctx, resp.Header.Revision); err != nil {
+		t.Fatal(err)
+	}
+
+	eventsOnly := newView(initial)
+	background(t, func(ctx context.Context) error { return m.WatchLeases(ctx, rev, eventsOnly.handle) })
+	resynced := newView(initial)
+	var calls []int
+	var mu sync.Mutex
+	resync := func(current []Lease) {
+		mu.Lock()
+		calls = append(calls, len(current))
+		mu.Unlock()
+		resynced.mu.Lock()
+		defer resynced.mu.Unlock()
+		keep := map[netip.Prefix]bool{}
+		for _, l := range current {
+			keep[l.Subnet] = true
+		}
+		for p := range resynced.set {
+			if !keep[p] {
+				delete(resynced.set, p)
+			}
+		}
+	}
+	background(t, func(ctx context.Context) error {
+		return m.WatchLeasesWithResync(ctx, rev, resynced.handle, resync)
+	})
+	converges(t, m, resynced, 10*time.Second)
+	mu.Lock()
+	if len(calls) == 0 || calls[0] != 2 {
+		t.Errorf("resync calls with lease counts %v, want a first call with the 2 current leases", calls)
+	}
+	mu.Unlock()
+	// The events-only view got the current leases re-reported but never
+	// the removal: the gap the resync closes.
+	eventually(t, 10*time.Second, "the events-only watcher to re-report the current leases", func() bool {
+		return eventsOnly.saw(Added, held[1].Subnet) && eventsOnly.saw(Added, held[2].Subnet)
+	})
+	if eventsOnly.saw(Removed, held[0].Subnet) {
+		t.Fatalf("the watcher reported the removal it cannot know about; the resync test proves nothing")
+	}
+	if got := eventsOnly.subnets(); !slices.Contains(got, held[0].Subnet) {
+		t.Fatalf("events-only view %v lost %s without a Removed event", got, held[0].Subnet)
+	}
+}

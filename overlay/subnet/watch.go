@@ -45,7 +45,7 @@ func (m *Manager) WatchConfig(ctx context.Context, fn func(*config.Config, error
 		if err != nil {
 			d := bo.next()
 			m.log.Warn("read network config failed; retrying", "key", key, "err", err, "retryIn", d)
-			if sleep(ctx, d) != nil {
+			if m.pause(ctx, d) != nil {
 				return ctx.Err()
 			}
 			continue
@@ -84,7 +84,7 @@ func (m *Manager) WatchConfig(ctx context.Context, fn func(*config.Config, error
 		}
 		d := bo.next()
 		m.log.Warn("config watch failed; retrying", "key", key, "err", err, "retryIn", d)
-		if sleep(ctx, d) != nil {
+		if m.pause(ctx, d) != nil {
 			return ctx.Err()
 		}
 	}
@@ -104,13 +104,25 @@ func (m *Manager) WatchConfig(ctx context.Context, fn func(*config.Config, error
 // and resumes from the listing's revision. handle runs on the watching
 // goroutine; a slow handle delays, but never loses, events.
 func (m *Manager) WatchLeases(ctx context.Context, fromRevision int64, handle func([]Event)) error {
-	w := &leaseWatcher{m: m, handle: handle, reported: map[netip.Prefix]Lease{}}
+	return m.WatchLeasesWithResync(ctx, fromRevision, handle, nil)
+}
+
+// WatchLeasesWithResync is WatchLeases that also calls resync (when not nil)
+// after every re-list (a start without a revision, a compaction, a lost
+// connection) with the complete lease set of that listing, once handle has
+// received the difference. Events alone cannot tell a caller about removals
+// it missed (for example when its start revision was already compacted);
+// the full set lets it drop whatever no lease justifies any more. resync
+// runs on the watching goroutine, like handle.
+func (m *Manager) WatchLeasesWithResync(ctx context.Context, fromRevision int64, handle func([]Event), resync func([]Lease)) error {
+	w := &leaseWatcher{m: m, handle: handle, resync: resync, reported: map[netip.Prefix]Lease{}}
 	return w.run(ctx, fromRevision)
 }
 
 type leaseWatcher struct {
 	m        *Manager
 	handle   func([]Event)
+	resync   func([]Lease)
 	reported map[netip.Prefix]Lease // the caller's view: what has been reported and not removed
 }
 
@@ -141,7 +153,7 @@ func (w *leaseWatcher) run(ctx context.Context, fromRevision int64) error {
 				}
 				d := bo.next()
 				m.log.Warn("read leases at start revision failed; retrying", "revision", fromRevision, "err", err, "retryIn", d)
-				if sleep(ctx, d) != nil {
+				if m.pause(ctx, d) != nil {
 					return ctx.Err()
 				}
 				continue
@@ -155,13 +167,16 @@ func (w *leaseWatcher) run(ctx context.Context, fromRevision int64) error {
 				}
 				d := bo.next()
 				m.log.Warn("re-list leases failed; retrying", "err", err, "retryIn", d)
-				if sleep(ctx, d) != nil {
+				if m.pause(ctx, d) != nil {
 					return ctx.Err()
 				}
 				continue
 			}
 			if evs := w.diff(snap.leases); len(evs) > 0 {
 				w.handle(evs)
+			}
+			if w.resync != nil {
+				w.resync(snap.leases)
 			}
 			rev, resync = snap.rev, false
 			bo.reset()
@@ -183,7 +198,7 @@ func (w *leaseWatcher) run(ctx context.Context, fromRevision int64) error {
 		}
 		d := bo.next()
 		m.log.Warn("lease watch failed; re-listing", "revision", rev, "err", err, "retryIn", d)
-		if sleep(ctx, d) != nil {
+		if m.pause(ctx, d) != nil {
 			return ctx.Err()
 		}
 	}

@@ -1,6 +1,10 @@
 // Package hostgw is flannel's host-gw backend: no encapsulation at all, just
 // a route per peer, `peer-subnet via peer-PublicIP dev <external>`. It needs
 // every host on one L2 segment; a peer that is not is reported and skipped.
+//
+// The decisions (which lease is usable, whether a peer is on-link, which
+// route it gets, which owned routes are stale) are pure functions in
+// routes.go; this file only applies them to the kernel.
 package hostgw
 
 import (
@@ -8,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"sync"
 	"syscall"
@@ -46,7 +49,7 @@ func (h *HostGW) Prepare(ctx context.Context) (backend.Published, error) {
 	if mtu == 0 {
 		mtu = h.ext.Iface.MTU
 	}
-	return backend.Published{BackendType: "host-gw", MTU: mtu}, nil
+	return backend.Published{BackendType: config.BackendHostGW, MTU: mtu}, nil
 }
 
 // Configure has nothing to set up for our own subnet: the container bridge
@@ -59,30 +62,21 @@ func (h *HostGW) onLink(ip netip.Addr) error {
 	if err != nil && !errors.Is(err, syscall.ENETUNREACH) && !errors.Is(err, syscall.EHOSTUNREACH) {
 		return fmt.Errorf("route lookup for %s: %w", ip, err)
 	}
-	for _, r := range rs {
-		if r.LinkIndex == h.ext.Iface.Index && r.Gw == nil {
-			return nil
-		}
+	if directlyReachable(rs, h.ext.Iface.Index) {
+		return nil
 	}
 	return fmt.Errorf("PublicIP %s is not on the same L2 segment as %s (host-gw needs every host directly reachable; use vxlan across routers)", ip, h.ext.Iface.Name)
 }
 
-// AddPeer installs `peer-subnet via PublicIP dev <external>`.
+// AddPeer installs `peer-subnet via PublicIP dev <external> proto 77`.
 func (h *HostGW) AddPeer(ctx context.Context, l subnet.Lease) error {
-	if l.Attrs.BackendType != "host-gw" {
-		return fmt.Errorf("peer %s uses backend %q, not host-gw: skipped", l.Subnet, l.Attrs.BackendType)
-	}
-	if !l.Attrs.PublicIP.Is4() {
-		return fmt.Errorf("peer %s has no IPv4 PublicIP", l.Subnet)
+	if err := checkPeer(l); err != nil {
+		return err
 	}
 	if err := h.onLink(l.Attrs.PublicIP); err != nil {
 		return fmt.Errorf("peer %s skipped: %w", l.Subnet, err)
 	}
-	r := &netlink.Route{
-		LinkIndex: h.ext.Iface.Index,
-		Dst:       &net.IPNet{IP: l.Subnet.Addr().AsSlice(), Mask: net.CIDRMask(l.Subnet.Bits(), 32)},
-		Gw:        l.Attrs.PublicIP.AsSlice(),
-	}
+	r := peerRoute(h.ext.Iface.Index, l)
 	if err := netlink.RouteReplace(r); err != nil {
 		return fmt.Errorf("route %s via %s: %w", l.Subnet, l.Attrs.PublicIP, err)
 	}
@@ -101,8 +95,27 @@ func (h *HostGW) RemovePeer(ctx context.Context, l subnet.Lease) error {
 	if !ok {
 		return nil
 	}
-	if err := netlink.RouteDel(r); err != nil && !errors.Is(err, syscall.ESRCH) && !errors.Is(err, syscall.ENOENT) {
+	if err := netlink.RouteDel(r); err != nil && !backend.NotFound(err) {
 		return fmt.Errorf("delete route %s: %w", l.Subnet, err)
+	}
+	return nil
+}
+
+// Reconcile deletes the routes marked as the agent's (on any device: an
+// earlier run may have used another interface) that no current peer holds.
+func (h *HostGW) Reconcile(ctx context.Context) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	owned, err := backend.OwnedRoutes(0)
+	if err != nil {
+		return fmt.Errorf("host-gw reconcile: %w", err)
+	}
+	stale := staleRoutes(owned, h.routes)
+	for _, r := range stale {
+		h.log.Info("removing stale route", "dst", r.Dst.String(), "gw", r.Gw.String())
+	}
+	if err := backend.DeleteRoutes(stale); err != nil {
+		return fmt.Errorf("host-gw reconcile: %w", err)
 	}
 	return nil
 }

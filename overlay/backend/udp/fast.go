@@ -15,8 +15,10 @@ package udp
 //     written to flannel0 as one large segment (coalesce.go), again without
 //     copying: one writev of the first segment, its header rewritten, and the
 //     others' payloads.
-//   - Buffers are allocated once; packets never cross goroutines: one
-//     goroutine reads the TUN device and sends, another receives and writes.
+//   - Buffers are allocated once; packets never cross goroutines: each
+//     worker (workers.go) has its own queue of flannel0 and its own socket,
+//     one goroutine reading the queue and sending, another receiving and
+//     writing to the queue.
 //     The hot syscalls are non-blocking and made as raw syscalls, so the Go
 //     scheduler does not hand the thread's P away (and wake another thread)
 //     during the tens of microseconds the kernel spends inside sendmmsg or
@@ -34,12 +36,11 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime"
 	"syscall"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
-
-	"github.com/overlaylab/overlaylab/overlay/backend"
 )
 
 const (
@@ -68,69 +69,128 @@ type features struct {
 	gro     bool // UDP_GRO on receive
 }
 
-// fastPath is the fast datapath's kernel state.
-type fastPath struct {
+// fastQueue is one worker's share of the kernel state: a queue of flannel0
+// and a socket on the backend port.
+type fastQueue struct {
 	dev  *tunDev
 	conn *net.UDPConn
 	rc   syscall.RawConn
-	feat features
 }
 
-// prepareFast creates flannel0 and the UDP socket with every offload the
-// kernel and OffloadsEnv allow.
+// fastPath is the fast datapath's kernel state: one queue per worker.
+type fastPath struct {
+	queues []*fastQueue
+	feat   features
+	steer  bool // the reuseport group picks sockets by inner flow
+}
+
+// prepareFast creates flannel0 with one queue per worker and as many
+// sockets, with every offload the kernel and OffloadsEnv allow.
 func (b *UDP) prepareFast() error {
-	f := &fastPath{}
-	fd, vnet, uso, err := openVnetTun(TunName, b.offl.tun, b.log)
+	n := b.workers
+	fds, vnet, uso, err := openVnetTun(TunName, n, b.offl.tun, b.log)
 	if err != nil {
 		return err
 	}
-	dev, err := newTunDev(fd, vnet)
-	if err != nil {
-		return fmt.Errorf("udp backend: tun %s: %w", TunName, err)
+	f := &fastPath{feat: features{vnetHdr: vnet, uso: uso}}
+	for i, fd := range fds {
+		dev, err := newTunDev(fd, vnet)
+		if err != nil {
+			closeFDs(fds[i+1:])
+			f.close()
+			return fmt.Errorf("udp backend: tun %s queue %d: %w", TunName, i, err)
+		}
+		f.queues = append(f.queues, &fastQueue{dev: dev})
 	}
-	f.dev = dev
-	f.feat.vnetHdr, f.feat.uso = vnet, uso
-	if err := f.openSocket(b.cfg.Backend.Port, b.offl); err != nil {
-		dev.close()
+	if err := f.openSockets(b.cfg.Backend.Port, b.offl); err != nil {
+		f.close()
 		return fmt.Errorf("udp backend: %w", err)
 	}
 	b.fast = f
-	b.log.Info("fast udp datapath", "tun_vnet_hdr", f.feat.vnetHdr, "tun_tso", f.feat.vnetHdr, "tun_uso", f.feat.uso,
-		"udp_gso", f.feat.gso, "udp_gro", f.feat.gro, "offloads_env", os.Getenv(OffloadsEnv))
+	b.log.Info("fast udp datapath", "workers", n, "tun_vnet_hdr", f.feat.vnetHdr, "tun_tso", f.feat.vnetHdr, "tun_uso", f.feat.uso,
+		"udp_gso", f.feat.gso, "udp_gro", f.feat.gro, "flow_steering", f.steer, "offloads_env", os.Getenv(OffloadsEnv))
+	// The hot syscalls are raw and keep their thread's P (see above), so
+	// workers run at once only on as many Ps: a worker count asked for
+	// explicitly (the default follows GOMAXPROCS) gets them. The agent
+	// process exists for its datapath; nothing else in it wants fewer.
+	if p := runtime.GOMAXPROCS(0); n > p {
+		runtime.GOMAXPROCS(n)
+		b.log.Info("raised GOMAXPROCS to the number of udp workers", "from", p, "to", n)
+	}
 	return nil
 }
 
-// openSocket opens the UDP socket on port with large buffers and the UDP
-// offloads that are allowed and available.
-func (f *fastPath) openSocket(port int, offl offloads) error {
-	conn, err := net.ListenUDP("udp4", &net.UDPAddr{Port: port})
-	if err != nil {
-		return fmt.Errorf("listen on port %d: %w", port, err)
-	}
-	rc, err := conn.SyscallConn()
-	if err != nil {
-		conn.Close()
-		return fmt.Errorf("socket: %w", err)
-	}
-	cerr := rc.Control(func(fd uintptr) {
-		s := int(fd)
-		setBuf(s, unix.SO_RCVBUFFORCE, unix.SO_RCVBUF)
-		setBuf(s, unix.SO_SNDBUFFORCE, unix.SO_SNDBUF)
-		if offl.gso {
-			// Support shows as a readable option (Linux 4.18+); the send
-			// path falls back per message if a send is refused anyway.
-			_, err := unix.GetsockoptInt(s, unix.SOL_UDP, unix.UDP_SEGMENT)
-			f.feat.gso = err == nil
+// openSockets opens one socket on port per queue, with large buffers and
+// the UDP offloads that are allowed and available. Several sockets share
+// the port (SO_REUSEPORT) and the steering program (steer.go) picks one per
+// inner flow; port 0 (tests) binds them all to the first one's port.
+func (f *fastPath) openSockets(port int, offl offloads) error {
+	n := len(f.queues)
+	lc := net.ListenConfig{}
+	if n > 1 {
+		lc.Control = func(_, _ string, c syscall.RawConn) error {
+			var serr error
+			if err := c.Control(func(fd uintptr) {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+			}); err != nil {
+				return err
+			}
+			if serr != nil {
+				return fmt.Errorf("SO_REUSEPORT: %w", serr)
+			}
+			return nil
 		}
-		if offl.gro {
-			f.feat.gro = unix.SetsockoptInt(s, unix.SOL_UDP, unix.UDP_GRO, 1) == nil
-		}
-	})
-	if cerr != nil {
-		conn.Close()
-		return fmt.Errorf("socket options: %w", cerr)
 	}
-	f.conn, f.rc = conn, rc
+	for i, q := range f.queues {
+		pc, err := lc.ListenPacket(context.Background(), "udp4", fmt.Sprintf(":%d", port))
+		if err != nil {
+			return fmt.Errorf("listen on port %d (socket %d of %d): %w", port, i+1, n, err)
+		}
+		conn := pc.(*net.UDPConn)
+		q.conn = conn
+		if port == 0 {
+			port = conn.LocalAddr().(*net.UDPAddr).Port
+		}
+		rc, err := conn.SyscallConn()
+		if err != nil {
+			return fmt.Errorf("socket: %w", err)
+		}
+		q.rc = rc
+		var gso, gro bool
+		cerr := rc.Control(func(fd uintptr) {
+			s := int(fd)
+			setBuf(s, unix.SO_RCVBUFFORCE, unix.SO_RCVBUF)
+			setBuf(s, unix.SO_SNDBUFFORCE, unix.SO_SNDBUF)
+			if offl.gso {
+				// Support shows as a readable option (Linux 4.18+); the send
+				// path falls back per message if a send is refused anyway.
+				_, err := unix.GetsockoptInt(s, unix.SOL_UDP, unix.UDP_SEGMENT)
+				gso = err == nil
+			}
+			if offl.gro {
+				gro = unix.SetsockoptInt(s, unix.SOL_UDP, unix.UDP_GRO, 1) == nil
+			}
+		})
+		if cerr != nil {
+			return fmt.Errorf("socket options: %w", cerr)
+		}
+		if i == 0 {
+			f.feat.gso, f.feat.gro = gso, gro
+		} else if gso != f.feat.gso || gro != f.feat.gro {
+			return fmt.Errorf("socket %d of %d: UDP GSO %v, GRO %v, unlike the first socket's %v, %v", i+1, n, gso, gro, f.feat.gso, f.feat.gro)
+		}
+	}
+	if n == 1 {
+		return nil
+	}
+	var aerr error
+	if err := f.queues[0].rc.Control(func(fd uintptr) { aerr = attachSteering(int(fd), n) }); err != nil {
+		return fmt.Errorf("steering: %w", err)
+	}
+	if aerr != nil {
+		return aerr
+	}
+	f.steer = true
 	return nil
 }
 
@@ -144,28 +204,58 @@ func setBuf(s, force, plain int) int {
 	return v
 }
 
-// openVnetTun creates the TUN device, with a virtio-net header and the TCP
-// offloads when wanted and possible, else without. It reports whether the
-// header is on and whether UDP segmentation offload is available too.
-func openVnetTun(name string, want bool, log *slog.Logger) (fd int, vnet, uso bool, err error) {
+// openVnetTun creates the TUN device with n queues (IFF_MULTI_QUEUE when n
+// > 1; one queue is the classic single-queue device), with a virtio-net
+// header and the TCP offloads when wanted and possible, else without. It
+// returns a descriptor per queue and whether the header is on and whether
+// UDP segmentation offload is available too.
+func openVnetTun(name string, n int, want bool, log *slog.Logger) (fds []int, vnet, uso bool, err error) {
+	var mq uint16
+	if n > 1 {
+		mq = unix.IFF_MULTI_QUEUE
+	}
 	if want {
-		fd, err = tunFD(name, unix.IFF_VNET_HDR)
+		fds, err = tunQueues(name, n, unix.IFF_VNET_HDR|mq)
 		if err != nil {
-			return -1, false, false, err
+			return nil, false, false, err
 		}
 		const tcp = unix.TUN_F_CSUM | unix.TUN_F_TSO4 | unix.TUN_F_TSO6
 		const udp = unix.TUN_F_USO4 | unix.TUN_F_USO6
-		if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, tcp); err == nil {
-			uso = unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, tcp|udp) == nil
-			return fd, true, uso, nil
+		// Offloads are the device's, not a queue's: set once.
+		if err := unix.IoctlSetInt(fds[0], unix.TUNSETOFFLOAD, tcp); err == nil {
+			uso = unix.IoctlSetInt(fds[0], unix.TUNSETOFFLOAD, tcp|udp) == nil
+			return fds, true, uso, nil
 		} else {
 			log.Warn("tun offloads refused; reading one packet at a time", "err", err)
 		}
-		// Closing the only descriptor deletes the device: create it again.
+		// Closing the last descriptor deletes the device: create it again.
+		closeFDs(fds)
+	}
+	fds, err = tunQueues(name, n, mq)
+	return fds, false, false, err
+}
+
+// tunQueues opens n queues of the TUN device name.
+func tunQueues(name string, n int, flags uint16) ([]int, error) {
+	fds := make([]int, 0, n)
+	for i := range n {
+		fd, err := tunFD(name, flags)
+		if err != nil {
+			closeFDs(fds)
+			if i > 0 {
+				err = fmt.Errorf("queue %d of %d: %w", i+1, n, err)
+			}
+			return nil, err
+		}
+		fds = append(fds, fd)
+	}
+	return fds, nil
+}
+
+func closeFDs(fds []int) {
+	for _, fd := range fds {
 		unix.Close(fd)
 	}
-	fd, err = tunFD(name, 0)
-	return fd, false, false, err
 }
 
 // tunFD creates (or attaches to) a TUN device without packet information.
@@ -204,251 +294,26 @@ func (f *fastPath) configureFastLink(link netlink.Link, log *slog.Logger) {
 
 func (f *fastPath) close() error {
 	var errs []error
-	if f.conn != nil {
-		errs = append(errs, f.conn.Close())
-	}
-	if f.dev != nil {
-		errs = append(errs, f.dev.close())
+	for _, q := range f.queues {
+		if q.conn != nil {
+			errs = append(errs, q.conn.Close())
+		}
+		if q.dev != nil {
+			errs = append(errs, q.dev.close())
+		}
 	}
 	return errors.Join(errs...)
 }
 
-// stop wakes both loops.
+// stop wakes every worker's loops.
 func (f *fastPath) stop() {
-	_ = f.dev.file.SetDeadline(immediate)
-	_ = f.conn.SetDeadline(immediate)
+	for _, q := range f.queues {
+		_ = q.dev.file.SetDeadline(immediate)
+		_ = q.conn.SetDeadline(immediate)
+	}
 }
 
 // stopped says whether err only means the loops were told to stop.
 func stopped(err error) bool {
 	return errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, os.ErrClosed) || errors.Is(err, net.ErrClosed)
-}
-
-// tunReads is how many TUN reads one send batch gathers at most: the first
-// waits, the others only take what is already queued.
-const tunReads = 8
-
-// tunToUDPFast reads what flannel0 has queued (up to tunReads reads), cuts
-// large segments into datagrams without copying their payload and sends the
-// whole batch with one sendmmsg, runs of equal-size datagrams to one peer as
-// one UDP GSO message each.
-func (b *UDP) tunToUDPFast() error {
-	f := b.fast
-	d := f.dev
-	bufs := carve(tunReads, d.hdrLen()+bufSize)
-	batch := newSendBatch(tunReads * tunBatch)
-	s := newSender(f.rc, cap(batch.dgrams))
-	var plan gsoPlanner
-	plan.msgs = make([]gsoMsg, 0, cap(batch.dgrams))
-	gso := f.feat.gso
-	icmp := make([]byte, vnetHdrLen+20+8+60+8)
-	for {
-		batch.reset()
-		for i := range tunReads {
-			n, err := d.read(bufs[i], i > 0)
-			if err != nil {
-				if stopped(err) {
-					return nil
-				}
-				return fmt.Errorf("read %s: %w", TunName, err)
-			}
-			if n < 0 {
-				break // nothing more queued
-			}
-			if err := b.queueTunPacket(batch, bufs[i][:n], icmp); err != nil {
-				if stopped(err) {
-					return nil
-				}
-				return err
-			}
-			if batch.room() < tunBatch {
-				break
-			}
-		}
-		if len(batch.dgrams) == 0 {
-			continue
-		}
-		plan.reset()
-		for i, g := range batch.dgrams {
-			plan.add(i, g.size, g.dst, gso)
-		}
-		plan.unbundle(b.mtu, batch.size)
-		if err := b.sendPlanned(s, &plan, batch, &gso); err != nil {
-			if stopped(err) {
-				return nil
-			}
-			return fmt.Errorf("send udp: %w", err)
-		}
-	}
-}
-
-// queueTunPacket routes what one TUN read returned and adds its datagrams
-// to the batch; a packet for no peer gets an ICMP net unreachable back.
-func (b *UDP) queueTunPacket(batch *sendBatch, buf, icmp []byte) error {
-	d := b.fast.dev
-	h, pkt, err := d.split(buf)
-	if err != nil {
-		b.metrics.Drop(backend.DropMalformed)
-		return nil
-	}
-	_, dst, err := ipv4Addrs(pkt)
-	if err != nil {
-		b.metrics.Drop(dropReason(err))
-		return nil
-	}
-	r, ok := b.tab.Load().lookup(dst)
-	if !ok {
-		b.metrics.Drop(backend.DropNoRoute)
-		if m := netUnreachable(icmp[vnetHdrLen:], pkt); m > 0 {
-			clear(icmp[:vnetHdrLen])
-			out := icmp[vnetHdrLen-d.hdrLen() : vnetHdrLen+m]
-			if err := d.write(out); err != nil && stopped(err) {
-				return err
-			}
-		}
-		return nil
-	}
-	if _, err := batch.addTunPacket(h, pkt, r.dst); err != nil {
-		b.metrics.Drop(backend.DropMalformed)
-		b.log.Debug("tun read", "err", err, "gso_type", h.gsoType, "gso_size", h.gsoSize, "len", len(pkt))
-	}
-	return nil
-}
-
-// sendPlanned sends the planned messages, counting per datagram. A UDP GSO
-// message the kernel refuses is sent again one datagram per message; EIO
-// (the egress device cannot checksum for us) turns UDP GSO off for good.
-func (b *UDP) sendPlanned(s *sender, plan *gsoPlanner, batch *sendBatch, gso *bool) error {
-	s.build(plan.msgs, batch)
-	for i := 0; i < len(plan.msgs); {
-		sent, errno, err := s.send(i, len(plan.msgs))
-		if err != nil {
-			return err
-		}
-		if sent == 0 && errno == 0 {
-			errno = unix.EIO // the kernel sent nothing and said nothing: never spin on it
-		}
-		for _, m := range plan.msgs[i : i+sent] {
-			b.metrics.EncapPackets.Add(uint64(m.n))
-			b.metrics.EncapBytes.Add(uint64(m.bytes))
-		}
-		i += sent
-		if errno == 0 {
-			continue
-		}
-		m := plan.msgs[i]
-		if m.n == 1 {
-			b.metrics.Drop(backend.DropSendError)
-			i++
-			continue
-		}
-		// Re-plan the rest of the batch without GSO and go on.
-		if errno == unix.EIO && *gso {
-			*gso = false
-			b.log.Warn("UDP GSO refused by the kernel; sending one datagram per message from now on", "err", errno)
-		} else {
-			b.log.Debug("UDP GSO message refused; resending its datagrams one by one", "err", errno, "segments", m.n, "size", m.size)
-		}
-		first := m.first
-		plan.reset()
-		for j := first; j < len(batch.dgrams); j++ {
-			plan.add(j, batch.dgrams[j].size, batch.dgrams[j].dst, false)
-		}
-		s.build(plan.msgs, batch)
-		i = 0
-	}
-	return nil
-}
-
-// udpToTunFast receives batches with recvmmsg, splits UDP GRO buffers into
-// datagrams, admits each and writes them to flannel0, a flow's consecutive
-// TCP segments merged into one large segment.
-func (b *UDP) udpToTunFast() error {
-	f := b.fast
-	d := f.dev
-	r := newReceiver(f.rc, recvBatch, bufSize, f.feat.gro)
-	c := newCoalescer(recvBatch*maxGSOSegments, d.vnet)
-	for {
-		n, err := r.recv()
-		if err != nil {
-			if stopped(err) {
-				return nil
-			}
-			return fmt.Errorf("read udp: %w", err)
-		}
-		t := b.tab.Load()
-		c.reset()
-		for i := range n {
-			from, data, segSize, trunc := r.msg(i)
-			if trunc {
-				b.metrics.Drop(backend.DropMalformed)
-				continue
-			}
-			peer, known := t.byPublic[from]
-			for rest := data; len(rest) > 0; {
-				var seg []byte
-				seg, rest = nextSegment(rest, segSize)
-				src, dst, err := ipv4Addrs(seg)
-				if err != nil {
-					b.metrics.Drop(dropReason(err))
-					continue
-				}
-				if reason, ok := t.admitFrom(peer, known, src, dst); !ok {
-					b.metrics.Drop(reason)
-					continue
-				}
-				if c.full() {
-					if err := b.writeTun(c); err != nil {
-						return err
-					}
-				}
-				c.add(seg, from.As4())
-			}
-		}
-		if err := b.writeTun(c); err != nil {
-			return err
-		}
-	}
-}
-
-// writeTun writes the coalescer's packets, one writev each, and empties it.
-// A packet the kernel refuses is counted and logged; only a stop ends the
-// loop.
-func (b *UDP) writeTun(c *coalescer) error {
-	c.finish()
-	for _, p := range c.pkts {
-		err := b.fast.dev.writev(c.iovs[p.iov0:p.iov1])
-		switch {
-		case err == nil:
-			b.metrics.DecapPackets.Add(uint64(p.segs))
-			b.metrics.DecapBytes.Add(uint64(p.bytes))
-		case stopped(err):
-			return err
-		default:
-			for range p.segs {
-				b.metrics.Drop(backend.DropWriteError)
-			}
-			b.log.Debug("tun write", "err", err, "segments", p.segs, "bytes", p.bytes)
-		}
-	}
-	c.reset()
-	return nil
-}
-
-// runFast runs both loops until ctx is done or one fails.
-func (b *UDP) runFast(ctx context.Context) error {
-	errc := make(chan error, 2)
-	go func() { errc <- b.tunToUDPFast() }()
-	go func() { errc <- b.udpToTunFast() }()
-	select {
-	case <-ctx.Done():
-		b.fast.stop()
-		<-errc
-		<-errc
-		return nil
-	case err := <-errc:
-		b.fast.stop()
-		<-errc
-		return err
-	}
 }

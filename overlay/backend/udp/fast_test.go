@@ -119,20 +119,36 @@ func inner(src, dst string, n int, seq int) []byte {
 	return p
 }
 
-// fastFixture is a fast datapath on loopback: our socket, a table in which
-// the peer subnet 10.10.2.0/24 lives at peerConn's address.
+// fastFixture is a fast datapath on loopback: our socket(s), a table in
+// which the peer subnet 10.10.2.0/24 lives at peerConn's address. With
+// several queues each has its own fake kernel (ks) and worker (ws); k and w
+// are the first.
 type fastFixture struct {
 	b        *UDP
 	k        *fakeKernel
+	w        *worker
+	ks       []*fakeKernel
+	ws       []*worker
 	m        *backend.Metrics
 	peerConn *net.UDPConn
 }
 
 func newFastFixture(t *testing.T, vnet, gso, gro bool) *fastFixture {
 	t.Helper()
-	k, dev := newFakeKernel(t, vnet)
-	f := &fastPath{dev: dev}
-	if err := f.openSocket(0, offloads{gso: gso, gro: gro}); err != nil {
+	return newFastFixtureN(t, 1, vnet, gso, gro)
+}
+
+func newFastFixtureN(t *testing.T, n int, vnet, gso, gro bool) *fastFixture {
+	t.Helper()
+	f := &fastPath{}
+	var ks []*fakeKernel
+	for range n {
+		k, dev := newFakeKernel(t, vnet)
+		ks = append(ks, k)
+		f.queues = append(f.queues, &fastQueue{dev: dev})
+	}
+	t.Cleanup(func() { f.close() })
+	if err := f.openSockets(0, offloads{gso: gso, gro: gro}); err != nil {
 		t.Fatal(err)
 	}
 	if gro && !f.feat.gro {
@@ -144,25 +160,29 @@ func newFastFixture(t *testing.T, vnet, gso, gro bool) *fastFixture {
 		t.Fatal(err)
 	}
 	m := &backend.Metrics{}
-	b := &UDP{metrics: m, log: slog.New(slog.DiscardHandler), fast: f, mode: "fast", mtu: 1472}
+	b := &UDP{metrics: m, log: slog.New(slog.DiscardHandler), fast: f, mode: "fast", mtu: 1472, workers: n}
 	peerAddr := peer.LocalAddr().(*net.UDPAddr).AddrPort()
 	peerAddr = netip.AddrPortFrom(peerAddr.Addr().Unmap(), peerAddr.Port())
 	ps := netip.MustParsePrefix("10.10.2.0/24")
 	b.tab.Store(&table{subnetLen: 24, own: netip.MustParsePrefix("10.10.1.0/24"),
 		bySubnet: map[netip.Prefix]route{ps: {subnet: ps, dst: peerAddr}},
 		byPublic: map[netip.Addr]netip.Prefix{peerAddr.Addr(): ps}})
-	t.Cleanup(func() { f.close(); peer.Close() })
-	return &fastFixture{b: b, k: k, m: m, peerConn: peer}
+	t.Cleanup(func() { peer.Close() })
+	var ws []*worker
+	for i, q := range f.queues {
+		ws = append(ws, &worker{b: b, id: i, q: q})
+	}
+	return &fastFixture{b: b, k: ks[0], w: ws[0], ks: ks, ws: ws, m: m, peerConn: peer}
 }
 
 // addr is our socket's address, to send to.
 func (x *fastFixture) addr() netip.AddrPort {
-	a := x.b.fast.conn.LocalAddr().(*net.UDPAddr).AddrPort()
+	a := x.b.fast.queues[0].conn.LocalAddr().(*net.UDPAddr).AddrPort()
 	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), a.Port())
 }
 
-// run starts loop and returns a function that stops it and checks that it
-// ended cleanly.
+// run starts loop and returns a function that stops it (and every other
+// loop of the fixture) and checks that it ended cleanly.
 func (x *fastFixture) run(t *testing.T, loop func() error) func() {
 	done := make(chan error, 1)
 	go func() { done <- loop() }()
@@ -305,7 +325,7 @@ func TestFastTunToUDPSegments(t *testing.T) {
 	for _, gso := range []bool{true, false} {
 		t.Run(fmt.Sprintf("gso=%v", gso), func(t *testing.T) {
 			x := newFastFixture(t, true, gso, false)
-			stop := x.run(t, x.b.tunToUDPFast)
+			stop := x.run(t, x.w.tunToUDP)
 			var want [][]byte
 			// The peer reads plainly (no GRO): one datagram per packet. It
 			// reads after each group, so that its socket buffer (not raised
@@ -422,7 +442,7 @@ func TestFastTunToUDPSegments(t *testing.T) {
 // every read is one packet, sent as it is.
 func TestFastTunToUDPNoVnet(t *testing.T) {
 	x := newFastFixture(t, false, true, false)
-	stop := x.run(t, x.b.tunToUDPFast)
+	stop := x.run(t, x.w.tunToUDP)
 	var want [][]byte
 	for i, n := range []int{28, 29, 1471, 1472, 1000, 1000, 1000} {
 		p := inner("10.10.1.5", "10.10.2.9", n, i)
@@ -451,7 +471,8 @@ func (x *fastFixture) sendSegments(t *testing.T, pkts [][]byte) {
 	var p gsoPlanner
 	for i, pk := range pkts {
 		batch.addSegment(pk, nil, x.addr())
-		p.add(i, len(pk), x.addr(), true)
+		fl, _ := flowHash(pk)
+		p.add(i, len(pk), x.addr(), fl, true)
 	}
 	s.build(p.msgs, batch)
 	for i := 0; i < len(p.msgs); {
@@ -533,7 +554,7 @@ func TestFastUDPToTunMerges(t *testing.T) {
 			// Queued before the loop starts, so that one recvmmsg takes
 			// them all and the writes do not depend on timing.
 			x.sendSegments(t, pkts)
-			stop := x.run(t, x.b.udpToTunFast)
+			stop := x.run(t, x.w.udpToTun)
 
 			// What each write carries, in order, and how many writes: the
 			// merges (31 a, 1 a, bad, 2 a, 2 b) and the singles.
@@ -590,7 +611,7 @@ func TestFastUDPToTunMerges(t *testing.T) {
 // each datagram is written as it came.
 func TestFastUDPToTunNoVnet(t *testing.T) {
 	x := newFastFixture(t, false, false, true)
-	stop := x.run(t, x.b.udpToTunFast)
+	stop := x.run(t, x.w.udpToTun)
 	a := tcpFlow{src: "10.10.2.9", dst: "10.10.1.5", sport: 1111, seq: 1}
 	var pkts [][]byte
 	for i := range 10 {
@@ -616,7 +637,7 @@ func TestFastUDPToTunManyGRO(t *testing.T) {
 		want = append(want, inner("10.10.2.9", "10.10.1.5", 100, i))
 	}
 	x.sendSegments(t, want)
-	stop := x.run(t, x.b.udpToTunFast)
+	stop := x.run(t, x.w.udpToTun)
 	got := x.k.read(t, len(want))
 	for i := range want {
 		if !bytes.Equal(got[i].pkt, want[i]) {

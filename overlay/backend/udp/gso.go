@@ -35,6 +35,7 @@ const (
 // and the last is at most size bytes long.
 type gsoMsg struct {
 	dst   netip.AddrPort
+	flow  uint32
 	first int
 	n     int
 	size  int
@@ -45,8 +46,10 @@ type gsoMsg struct {
 }
 
 // gsoPlanner groups a batch of packets, in order, into sendmsg calls: with
-// UDP GSO a run of packets to the same peer whose sizes allow it shares one
-// message; without, every packet is its own message.
+// UDP GSO a run of packets of one flow to the same peer whose sizes allow it
+// shares one message; without, every packet is its own message. Flows stay
+// apart because the receiver steers a whole GSO send to the worker of its
+// first packet's flow (steer.go).
 type gsoPlanner struct {
 	msgs []gsoMsg
 }
@@ -54,18 +57,18 @@ type gsoPlanner struct {
 func (p *gsoPlanner) reset() { p.msgs = p.msgs[:0] }
 
 // add appends packet idx (which must be one more than the previous packet
-// added since reset) of length n to dst.
-func (p *gsoPlanner) add(idx, n int, dst netip.AddrPort, gso bool) {
+// added since reset) of length n of the flow with steering hash flow to dst.
+func (p *gsoPlanner) add(idx, n int, dst netip.AddrPort, flow uint32, gso bool) {
 	if gso && len(p.msgs) > 0 {
 		m := &p.msgs[len(p.msgs)-1]
-		if !m.closed && m.dst == dst && n <= m.size && m.n < maxGSOSegments && m.bytes+n <= maxGSOBytes {
+		if !m.closed && m.dst == dst && m.flow == flow && n <= m.size && m.n < maxGSOSegments && m.bytes+n <= maxGSOBytes {
 			m.n++
 			m.bytes += n
 			m.closed = n < m.size
 			return
 		}
 	}
-	p.msgs = append(p.msgs, gsoMsg{dst: dst, first: idx, n: 1, size: n, bytes: n})
+	p.msgs = append(p.msgs, gsoMsg{dst: dst, flow: flow, first: idx, n: 1, size: n, bytes: n})
 }
 
 // unbundle turns every multi-packet message of at most maxSingle bytes back
@@ -99,7 +102,7 @@ func (p *gsoPlanner) unbundle(maxSingle int, size func(int) int) {
 		for j := m.first + m.n - 1; j >= m.first; j-- {
 			w--
 			sz := size(j)
-			p.msgs[w] = gsoMsg{dst: m.dst, first: j, n: 1, size: sz, bytes: sz}
+			p.msgs[w] = gsoMsg{dst: m.dst, flow: m.flow, first: j, n: 1, size: sz, bytes: sz}
 		}
 	}
 }
@@ -143,6 +146,15 @@ func groSize(b []byte) int {
 		b = b[next:]
 	}
 	return 0
+}
+
+// datagrams is how many datagrams a received buffer of n bytes holds
+// (segments of size bytes; size <= 0: one). An empty datagram is one.
+func datagrams(n, size int) int {
+	if size <= 0 || n <= size {
+		return 1
+	}
+	return (n + size - 1) / size
 }
 
 // nextSegment returns the first datagram of a received buffer b holding

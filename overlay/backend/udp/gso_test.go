@@ -15,21 +15,23 @@ var (
 )
 
 type planned struct {
-	n   int
-	dst netip.AddrPort
+	n    int
+	dst  netip.AddrPort
+	flow uint32
 }
 
 func plan(gso bool, pkts ...planned) []gsoMsg {
 	var p gsoPlanner
 	for i, x := range pkts {
-		p.add(i, x.n, x.dst, gso)
+		p.add(i, x.n, x.dst, x.flow, gso)
 	}
 	return p.msgs
 }
 
 func TestGSOPlannerGroups(t *testing.T) {
-	a := func(n int) planned { return planned{n, peerA} }
-	b := func(n int) planned { return planned{n, peerB} }
+	a := func(n int) planned { return planned{n, peerA, 7} }
+	b := func(n int) planned { return planned{n, peerB, 7} }
+	a2 := func(n int) planned { return planned{n, peerA, 8} }
 	type want struct{ first, n, size int }
 	cases := []struct {
 		name string
@@ -42,6 +44,7 @@ func TestGSOPlannerGroups(t *testing.T) {
 		{"a shorter last packet joins and closes", true, []planned{a(1472), a(1472), a(300), a(300)}, []want{{0, 3, 1472}, {3, 1, 300}}},
 		{"a longer packet starts a new message", true, []planned{a(300), a(1472)}, []want{{0, 1, 300}, {1, 1, 1472}}},
 		{"another peer starts a new message", true, []planned{a(1472), b(1472), a(1472)}, []want{{0, 1, 1472}, {1, 1, 1472}, {2, 1, 1472}}},
+		{"another flow starts a new message", true, []planned{a(1472), a(1472), a2(1472), a2(1472), a(1472)}, []want{{0, 2, 1472}, {2, 2, 1472}, {4, 1, 1472}}},
 		{"small equal packets share too", true, []planned{a(40), a(40), a(40), b(40), b(40)}, []want{{0, 3, 40}, {3, 2, 40}}},
 		{"without GSO every packet is a message", false, []planned{a(1472), a(1472), a(40)}, []want{{0, 1, 1472}, {1, 1, 1472}, {2, 1, 40}}},
 	}
@@ -63,7 +66,7 @@ func TestGSOPlannerLimits(t *testing.T) {
 	// 46 full segments of a 64 KiB TSO batch: 44 fit in one UDP payload.
 	var pkts []planned
 	for range 46 {
-		pkts = append(pkts, planned{1472, peerA})
+		pkts = append(pkts, planned{1472, peerA, 0})
 	}
 	msgs := plan(true, pkts...)
 	if len(msgs) != 2 || msgs[0].n != maxGSOBytes/1472 || msgs[0].bytes > maxGSOBytes || msgs[1].n != 46-msgs[0].n {
@@ -72,7 +75,7 @@ func TestGSOPlannerLimits(t *testing.T) {
 	// Many tiny packets stop at the segment limit.
 	pkts = pkts[:0]
 	for range 2*maxGSOSegments + 1 {
-		pkts = append(pkts, planned{40, peerA})
+		pkts = append(pkts, planned{40, peerA, 0})
 	}
 	msgs = plan(true, pkts...)
 	if len(msgs) != 3 || msgs[0].n != maxGSOSegments || msgs[1].n != maxGSOSegments || msgs[2].n != 1 {
@@ -80,8 +83,9 @@ func TestGSOPlannerLimits(t *testing.T) {
 	}
 }
 
-// randomPlanned makes n packets of the given sizes, mostly to peerA and
-// mostly in runs of equal sizes, as TSO makes them.
+// randomPlanned makes n packets of the given sizes, mostly to peerA, of
+// one of three flows, mostly in runs of equal sizes and flows, as TSO makes
+// them.
 func randomPlanned(rng *rand.Rand, sizes []int, n int) []planned {
 	var pkts []planned
 	for range n {
@@ -90,10 +94,11 @@ func randomPlanned(rng *rand.Rand, sizes []int, n int) []planned {
 			dst = peerB
 		}
 		sz := sizes[rng.IntN(len(sizes))]
+		flow := uint32(rng.IntN(3))
 		if rng.IntN(3) > 0 && len(pkts) > 0 {
-			sz = pkts[len(pkts)-1].n
+			sz, flow = pkts[len(pkts)-1].n, pkts[len(pkts)-1].flow
 		}
-		pkts = append(pkts, planned{sz, dst})
+		pkts = append(pkts, planned{sz, dst, flow})
 	}
 	return pkts
 }
@@ -125,6 +130,8 @@ func TestGSOPlannerInvariants(t *testing.T) {
 				switch {
 				case p.dst != m.dst:
 					t.Fatalf("round %d: packet %d to %s in a message to %s", round, j, p.dst, m.dst)
+				case p.flow != m.flow:
+					t.Fatalf("round %d: packet %d of flow %d in a message of flow %d", round, j, p.flow, m.flow)
 				case j < m.first+m.n-1 && p.n != m.size:
 					t.Fatalf("round %d: packet %d of %d bytes inside a message of %d-byte segments", round, j, p.n, m.size)
 				case p.n > m.size:
@@ -138,7 +145,7 @@ func TestGSOPlannerInvariants(t *testing.T) {
 			if gso && i+1 < len(msgs) {
 				p := pkts[m.first+m.n]
 				last := pkts[m.first+m.n-1]
-				fits := p.dst == m.dst && p.n <= m.size && last.n == m.size
+				fits := p.dst == m.dst && p.flow == m.flow && p.n <= m.size && last.n == m.size
 				if fits && m.n < maxGSOSegments && m.bytes+p.n <= maxGSOBytes {
 					t.Fatalf("round %d: message %+v ended although packet %+v fits", round, m, p)
 				}
@@ -171,7 +178,7 @@ func TestGSOPlannerUnbundle(t *testing.T) {
 			if m.n > 1 && m.bytes <= 1472 {
 				t.Fatalf("round %d: small message %+v left bundled", round, m)
 			}
-			if m.n == 1 && (m.size != pkts[m.first].n || m.bytes != pkts[m.first].n || m.dst != pkts[m.first].dst) {
+			if m.n == 1 && (m.size != pkts[m.first].n || m.bytes != pkts[m.first].n || m.dst != pkts[m.first].dst || m.flow != pkts[m.first].flow) {
 				t.Fatalf("round %d: single message %+v for packet %+v", round, m, pkts[m.first])
 			}
 			if m.bytes > 1472 || m.n > 1 {

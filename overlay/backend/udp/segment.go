@@ -48,6 +48,7 @@ type dgram struct {
 	iov0, iov1 int
 	size       int
 	dst        netip.AddrPort
+	flow       uint32 // steering hash of its inner packet (steer.go)
 }
 
 // sendBatch collects the datagrams of one round of TUN reads. Every array is

@@ -70,9 +70,10 @@ type UDP struct {
 	metrics *backend.Metrics
 	log     *slog.Logger
 
-	mode string   // "fast" or "simple"
-	offl offloads // the fast mode's allowed offloads
-	fast *fastPath
+	mode    string   // "fast" or "simple"
+	offl    offloads // the fast mode's allowed offloads
+	workers int      // the fast mode's workers (queues of flannel0)
+	fast    *fastPath
 
 	tun  *os.File // simple mode
 	conn *net.UDPConn
@@ -97,11 +98,19 @@ func New(cfg *config.Config, ext backend.External, m *backend.Metrics, o backend
 	if err != nil {
 		return nil, err
 	}
+	workers := 1
+	if mode == "fast" {
+		if workers, err = workerCount(o.Workers); err != nil {
+			return nil, err
+		}
+	} else if o.Workers > 1 {
+		return nil, fmt.Errorf("--udp-workers %d: the simple datapath has one loop per direction; workers are the fast mode's", o.Workers)
+	}
 	if cfg.Backend.Port <= 0 || cfg.Backend.Port > 65535 {
 		return nil, fmt.Errorf("udp backend: Port %d: must be 1..65535", cfg.Backend.Port)
 	}
 	b := &UDP{cfg: cfg, ext: ext, metrics: m, log: slog.Default().With("backend", "udp", "mode", mode),
-		mode: mode, offl: offl, peers: map[netip.Prefix]route{}}
+		mode: mode, offl: offl, workers: workers, peers: map[netip.Prefix]route{}}
 	b.tab.Store(&table{subnetLen: cfg.SubnetLen, bySubnet: map[netip.Prefix]route{}, byPublic: map[netip.Addr]netip.Prefix{}})
 	return b, nil
 }
@@ -320,12 +329,20 @@ func (b *UDP) udpToTun() error {
 			return fmt.Errorf("read udp: %w", err)
 		}
 		pkt := buf[:n]
+		// The sender first: nothing a stranger sent is looked at
+		// (docs/SECURITY.md), and all of it counts as not_peer.
+		t := b.tab.Load()
+		peer, known := t.byPublic[from.Addr().Unmap()]
+		if !known {
+			b.metrics.Drop(backend.DropNotPeer)
+			continue
+		}
 		src, dst, err := ipv4Addrs(pkt)
 		if err != nil {
 			b.metrics.Drop(dropReason(err))
 			continue
 		}
-		if reason, ok := b.tab.Load().admit(from.Addr().Unmap(), src, dst); !ok {
+		if reason, ok := t.admitFrom(peer, true, src, dst); !ok {
 			b.metrics.Drop(reason)
 			continue
 		}

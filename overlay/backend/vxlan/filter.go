@@ -41,18 +41,44 @@ func newPeerFilter(port int) (*peerFilter, error) {
 			}
 		}
 	}
-	t := c.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: filterTable})
-	set := &nftables.Set{Table: t, Name: "peers", KeyType: nftables.TypeIPAddr}
-	if err := c.AddSet(set, nil); err != nil {
+	fo := filterObjects(port)
+	t := c.AddTable(fo.table)
+	if err := c.AddSet(fo.set, nil); err != nil {
 		return nil, fmt.Errorf("vxlan filter: set: %w", err)
 	}
-	ch := c.AddChain(&nftables.Chain{
+	c.AddChain(fo.chain)
+	c.AddRule(fo.rule)
+	if err := c.Flush(); err != nil {
+		return nil, fmt.Errorf("vxlan filter: install %s: %w", t.Name, err)
+	}
+	return &peerFilter{conn: c, set: fo.set}, nil
+}
+
+// filterDef is the admission filter's table, set, chain and rule, built
+// without touching the kernel so that the rule can be checked in a test.
+type filterDef struct {
+	table *nftables.Table
+	set   *nftables.Set
+	chain *nftables.Chain
+	rule  *nftables.Rule
+}
+
+// filterObjects builds
+//
+//	table inet overlaylab-vxlan {
+//	  set peers { type ipv4_addr }
+//	  chain input { type filter hook input priority filter
+//	    meta nfproto ipv4 meta l4proto udp udp dport <port> ip saddr != @peers counter drop } }
+func filterObjects(port int) filterDef {
+	t := &nftables.Table{Family: nftables.TableFamilyINet, Name: filterTable}
+	set := &nftables.Set{Table: t, Name: "peers", KeyType: nftables.TypeIPAddr}
+	ch := &nftables.Chain{
 		Name: "input", Table: t, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter,
-	})
+	}
 	p := make([]byte, 2)
 	binary.BigEndian.PutUint16(p, uint16(port))
-	c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{
+	rule := &nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
@@ -63,11 +89,8 @@ func newPeerFilter(port int) (*peerFilter, error) {
 		&expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID, Invert: true},
 		&expr.Counter{},
 		&expr.Verdict{Kind: expr.VerdictDrop},
-	}})
-	if err := c.Flush(); err != nil {
-		return nil, fmt.Errorf("vxlan filter: install: %w", err)
-	}
-	return &peerFilter{conn: c, set: set}, nil
+	}}
+	return filterDef{table: t, set: set, chain: ch, rule: rule}
 }
 
 func (f *peerFilter) add(ip netip.Addr) error {

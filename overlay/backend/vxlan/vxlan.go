@@ -14,7 +14,6 @@ import (
 	"net"
 	"net/netip"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -101,7 +100,7 @@ func (v *VXLAN) Prepare(ctx context.Context) (backend.Published, error) {
 	if err != nil {
 		return backend.Published{}, err
 	}
-	return backend.Published{BackendType: "vxlan", BackendData: data, MTU: v.mtu}, nil
+	return backend.Published{BackendType: config.BackendVXLAN, BackendData: data, MTU: v.mtu}, nil
 }
 
 func (v *VXLAN) wanted() *netlink.Vxlan {
@@ -191,7 +190,7 @@ func (v *VXLAN) configureLocked() error {
 }
 
 func parsePeer(l subnet.Lease) (peer, error) {
-	if l.Attrs.BackendType != "vxlan" {
+	if l.Attrs.BackendType != config.BackendVXLAN {
 		return peer{}, fmt.Errorf("peer %s uses backend %q, not vxlan", l.Subnet, l.Attrs.BackendType)
 	}
 	var d Data
@@ -254,18 +253,21 @@ func (v *VXLAN) programLocked(p peer) error {
 	}); err != nil {
 		return fmt.Errorf("vxlan backend: fdb %s dst %s: %w", p.mac, p.publicIP, err)
 	}
-	if err := netlink.RouteReplace(v.route(idx, p)); err != nil {
+	if err := netlink.RouteReplace(peerRoute(idx, p)); err != nil {
 		return fmt.Errorf("vxlan backend: route %s via %s: %w", p.subnet, p.vtepIP, err)
 	}
 	return nil
 }
 
-func (v *VXLAN) route(idx int, p peer) *netlink.Route {
+// peerRoute is a peer's onlink route through its gateway address on the
+// device, marked as the agent's.
+func peerRoute(idx int, p peer) *netlink.Route {
 	return &netlink.Route{
 		LinkIndex: idx,
 		Dst:       &net.IPNet{IP: p.subnet.Addr().AsSlice(), Mask: net.CIDRMask(p.subnet.Bits(), 32)},
 		Gw:        p.vtepIP.AsSlice(),
 		Flags:     int(netlink.FLAG_ONLINK),
+		Protocol:  backend.RouteProtocol,
 	}
 }
 
@@ -302,20 +304,16 @@ func (v *VXLAN) removeLocked(p peer) error {
 	}
 	idx := l.Attrs().Index
 	var errs []error
-	if err := netlink.RouteDel(v.route(idx, p)); err != nil && !notFound(err) {
+	if err := netlink.RouteDel(peerRoute(idx, p)); err != nil && !backend.NotFound(err) {
 		errs = append(errs, fmt.Errorf("route %s: %w", p.subnet, err))
 	}
-	if err := netlink.NeighDel(&netlink.Neigh{LinkIndex: idx, Family: unix.AF_INET, IP: p.vtepIP.AsSlice(), HardwareAddr: p.mac}); err != nil && !notFound(err) {
+	if err := netlink.NeighDel(&netlink.Neigh{LinkIndex: idx, Family: unix.AF_INET, IP: p.vtepIP.AsSlice(), HardwareAddr: p.mac}); err != nil && !backend.NotFound(err) {
 		errs = append(errs, fmt.Errorf("neighbour %s: %w", p.vtepIP, err))
 	}
-	if err := netlink.NeighDel(&netlink.Neigh{LinkIndex: idx, Family: unix.AF_BRIDGE, Flags: netlink.NTF_SELF, IP: p.publicIP.AsSlice(), HardwareAddr: p.mac}); err != nil && !notFound(err) {
+	if err := netlink.NeighDel(&netlink.Neigh{LinkIndex: idx, Family: unix.AF_BRIDGE, Flags: netlink.NTF_SELF, IP: p.publicIP.AsSlice(), HardwareAddr: p.mac}); err != nil && !backend.NotFound(err) {
 		errs = append(errs, fmt.Errorf("fdb %s: %w", p.mac, err))
 	}
 	return errors.Join(errs...)
-}
-
-func notFound(err error) bool {
-	return errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ESRCH) || errors.Is(err, syscall.ENODEV)
 }
 
 // Run watches for the device being deleted (by an operator, a script, a
