@@ -31,16 +31,18 @@ var _ = Describe("bad input to up", func() {
 		},
 		Entry("no hosts", "--hosts 0: need at least 1 host", "--hosts", "0"),
 		Entry("negative containers", "--containers -1: cannot be negative", "--containers", "-1"),
-		Entry("a /30 network", `Network "10.10.0.0/30"`, "--network", "10.10.0.0/30"),
+		Entry("a /30 network", `--network "10.10.0.0/30"`, "--network", "10.10.0.0/30"),
 		Entry("a network too small for the hosts", "fewer than --hosts 5", "--network", "10.10.0.0/28", "--hosts", "5"),
 		Entry("an unknown backend", `unknown backend`, "--backend", "geneve"),
 		Entry("overlapping underlay and overlay", "overlaps --underlay", "--network", "192.168.0.0/16"),
 		Entry("a flag that does not exist", "unknown flag: --bogus", "--bogus"),
 	)
 
-	It("refuses a name that makes an interface name over 15 characters", func() {
-		r := run("up", "--name", "averylongname", "--state-dir", stateRoot)
-		expectCleanRefusal(r, "averylongname", "the kernel allows 15")
+	It("refuses a lab name over 32 characters", func() {
+		long := "a-lab-name-of-thirty-three-chars"
+		long += "x"
+		r := run("up", "--name", long, "--state-dir", stateRoot)
+		expectCleanRefusal(r, long, "at most 32 characters")
 	})
 
 	It("refuses to run without root", func() {
@@ -78,7 +80,7 @@ var _ = Describe("bad input to the other commands", func() {
 			"kill", "--name", "nolab", "--state-dir", "/nonexistent", "h1", "--signal", "HUP"),
 		Entry("an even number of etcd members", 1, `overlaylab: --etcd-members 2: use 1, 3 or 5 (a quorum needs an odd number)`,
 			"up", "--name", "nolab", "--state-dir", "/nonexistent", "--etcd-members", "2"),
-		Entry("an underlay too small", 1, `overlaylab: --underlay 10.0.0.0/30 with 3 hosts: need a /24 or larger and fewer than 250 hosts (etcd sits at .250)`,
+		Entry("an underlay too small", 1, `overlaylab: --underlay 10.0.0.0/30: holds 0 hosts (host i is its i-th address, etcd the top 6), fewer than --hosts 3: use a larger one, e.g. 172.20.0.0/16`,
 			"up", "--name", "nolab", "--state-dir", "/nonexistent", "--underlay", "10.0.0.0/30"),
 		Entry("agent without endpoints", 1, `overlaylab: --etcd-endpoints: at least one endpoint is needed`,
 			"agent", "--etcd-endpoints", ""),
@@ -90,7 +92,7 @@ var _ = Describe("bad input to the other commands", func() {
 			"agent", "--udp-mode", "turbo", "--etcd-endpoints", "http://127.0.0.1:1"),
 		Entry("a flag without its value", 1, `overlaylab: flag needs an argument: --backend`,
 			"up", "--backend"),
-		Entry("run of a missing file", 1, `overlaylab: read scenario: open /nonexistent.yaml: no such file or directory`,
+		Entry("run of a missing file", 1, `overlaylab: scenario /nonexistent.yaml: stat /nonexistent.yaml: no such file or directory`,
 			"run", "/nonexistent.yaml"),
 	)
 })

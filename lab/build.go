@@ -59,12 +59,17 @@ func Up(ctx context.Context, root string, s plan.Spec, o UpOptions) (*Lab, error
 		return nil, fmt.Errorf("lab %q has leftover namespaces (%s, ...) but no state: run `overlaylab down --name %s` first", s.Name, ns[0], s.Name)
 	}
 	agents, err := probeAgents(ctx, p, o.Binary)
+	var cniDir string
+	if err == nil && p.Runtime == plan.RuntimeCNI {
+		cniDir, err = cniPluginDir(p.CNIDir, o.Binary)
+	}
 	if err != nil {
 		l.removeDir()
 		lk.release()
 		return nil, err
 	}
 	l.st = newState(p, dir)
+	l.st.CNIDir = cniDir
 	if err := l.st.save(); err != nil {
 		l.removeDir()
 		lk.release()

@@ -30,10 +30,12 @@ type State struct {
 	// one per tenant for a multi-network lab.
 	Networks []NetworkState `json:"networks"`
 	Runtime  plan.Runtime   `json:"runtime"`
-	StateDir string         `json:"stateDir"`
-	Phase    string         `json:"phase"`
-	Capture  string         `json:"capture,omitempty"`
-	Seed     int64          `json:"seed,omitempty"`
+	// CNIDir holds the CNI plugins the cni runtime runs.
+	CNIDir   string `json:"cniDir,omitempty"`
+	StateDir string `json:"stateDir"`
+	Phase    string `json:"phase"`
+	Capture  string `json:"capture,omitempty"`
+	Seed     int64  `json:"seed,omitempty"`
 	// NextHost is the index the next added host gets. Host names and
 	// underlay addresses are never reused, so a name in an old log, capture
 	// or report always means one host.

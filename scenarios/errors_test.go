@@ -571,14 +571,14 @@ expect:
 		want: []string{
 			`s.yaml:3:1: duplicate field "name" in scenario (first at line 2)`,
 			`s.yaml:8:11: duplicate expectation name "e" (first at line 5)`,
-			`s.yaml:9:12: expect "e": agent needs exitCode or log`,
+			`s.yaml:9:12: expect "e": agent needs exitCode, log, alive, ready or restarts`,
 			`s.yaml:12:28: expect "r": route dst "peer:h1": a host's own subnet is on its bridge, not routed to a peer`,
 			`s.yaml:15:28: expect "r2": route dst "10.0.0.1/8": host bits must be zero (did you mean "10.0.0.0/8"?)`,
 			`s.yaml:18:28: expect "en": encap vni: only the vxlan backend has a VNI (this one is udp)`,
 			`s.yaml:19:28: expect "en": during to 2s is not after from 3s`,
 			`s.yaml:21:19: expect "l": lease: unknown host "h4" (hosts: h1..h3)`,
 			`s.yaml:21:30: expect "l": lease state "gone": want unchanged or changed`,
-			`s.yaml:24:28: expect "lg": agent exitCode and log exclude each other: use one`,
+			`s.yaml:24:28: expect "lg": agent exitCode and log exclude each other (exitCode; log; or any of alive, ready, restarts)`,
 		},
 	},
 	{

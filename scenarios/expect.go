@@ -330,11 +330,32 @@ func (r *resolver) route(p *RawRoute, label string) *RouteCheck {
 
 func (r *resolver) agent(p *RawAgent, label string) *AgentCheck {
 	c := &AgentCheck{Host: r.host(p.Host, p.Pos, label+": agent")}
+	state := given(present{"alive", p.Alive.Pos}, present{"ready", p.Ready.Pos}, present{"restarts", p.Restarts.Pos})
+	kinds := given(present{"exitCode", p.ExitCode.Pos}, present{"log", p.Log.Pos})
+	if len(state) > 0 {
+		kinds = append(kinds, state[0])
+	}
 	switch {
-	case p.ExitCode.IsSet() && p.Log.IsSet():
-		r.errorf(p.Log.Pos, "%s: agent exitCode and log exclude each other: use one", label)
-	case !p.ExitCode.IsSet() && !p.Log.IsSet():
-		r.errorf(p.Pos, "%s: agent needs exitCode or log", label)
+	case len(kinds) > 1:
+		r.errorf(kinds[1].pos, "%s: agent %s and %s exclude each other (exitCode; log; or any of alive, ready, restarts)", label, kinds[0].name, kinds[1].name)
+	case len(kinds) == 0:
+		r.errorf(p.Pos, "%s: agent needs exitCode, log, alive, ready or restarts", label)
+	case len(state) > 0:
+		if p.Alive.IsSet() {
+			v := p.Alive.Value
+			c.Alive = &v
+		}
+		if p.Ready.IsSet() {
+			v := p.Ready.Value
+			c.Ready = &v
+		}
+		if p.Restarts.IsSet() {
+			if v, msg := parseCompare(p.Restarts.Value, nil); msg != "" {
+				r.errorf(p.Restarts.Pos, "%s: agent restarts %s", label, msg)
+			} else {
+				c.Restarts = &v
+			}
+		}
 	case p.ExitCode.IsSet():
 		if v := p.ExitCode.Value; v < 0 || v > 255 {
 			r.errorf(p.ExitCode.Pos, "%s: agent exitCode %d: must be 0..255 (128+N for death by signal N)", label, v)

@@ -235,6 +235,9 @@ type RawAgent struct {
 	Host     String `yaml:"host"`
 	ExitCode Int    `yaml:"exitCode"`
 	Log      String `yaml:"log"`
+	Alive    Bool   `yaml:"alive"`
+	Ready    Bool   `yaml:"ready"`
+	Restarts String `yaml:"restarts"`
 	Pos      Pos    `yaml:"-"`
 }
 

@@ -264,6 +264,13 @@ type AgentCheck struct {
 	// by signal N).
 	ExitCode *int
 	Log      *regexp.Regexp // must match somewhere in the agent's log
+	// Alive: the host's agent runs (or, false, does not). Ready: it is
+	// ready (our agent's /readyz; another agent's subnet.env and lease).
+	Alive, Ready *bool
+	// Restarts bounds how often the host's agent process changed since
+	// ready: a new agent process in the host, whether a step or something
+	// else (a supervisor, an agent re-executing itself) started it.
+	Restarts *Compare
 }
 
 // PcapPolicy says when packet captures are kept.

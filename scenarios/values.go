@@ -198,3 +198,56 @@ func satAdd(a, b time.Duration) time.Duration {
 	}
 	return math.MaxInt64
 }
+
+// Compare is a bound a measured value must meet: Op is one of ==, <=, <,
+// >=, > and Value the bound (in the unit of what it bounds).
+type Compare struct {
+	Op    string
+	Value float64
+}
+
+// Holds reports whether v meets the bound.
+func (c Compare) Holds(v float64) bool {
+	switch c.Op {
+	case "<=":
+		return v <= c.Value
+	case "<":
+		return v < c.Value
+	case ">=":
+		return v >= c.Value
+	case ">":
+		return v > c.Value
+	}
+	return v == c.Value
+}
+
+func (c Compare) String() string { return c.Op + strconv.FormatFloat(c.Value, 'g', -1, 64) }
+
+// parseCompare reads "<=3", "== 0", ">= 1.5", "<20%", "3" (meaning ==3);
+// value parses the number after the operator (with its unit), or plain
+// numbers when nil.
+func parseCompare(s string, value func(string) (float64, string)) (Compare, string) {
+	t := strings.TrimSpace(s)
+	c := Compare{Op: "=="}
+	for _, op := range []string{"<=", ">=", "==", "<", ">"} {
+		if rest, ok := strings.CutPrefix(t, op); ok {
+			c.Op, t = op, strings.TrimSpace(rest)
+			break
+		}
+	}
+	if value == nil {
+		value = func(s string) (float64, string) {
+			v, err := strconv.ParseFloat(s, 64)
+			if err != nil || v < 0 {
+				return 0, fmt.Sprintf("%q: want a non-negative number", s)
+			}
+			return v, ""
+		}
+	}
+	v, msg := value(t)
+	if msg != "" {
+		return Compare{}, fmt.Sprintf("%q: want OP VALUE with OP one of ==, <=, <, >=, > (e.g. \"<=3\"); %s", s, msg)
+	}
+	c.Value = v
+	return c, ""
+}

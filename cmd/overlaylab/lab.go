@@ -64,6 +64,7 @@ func upCmd() *cobra.Command {
 	f.StringArrayVar(&s.AgentArgs, "agent-arg", nil, "extra flag for every agent (repeatable)")
 	f.StringArrayVar(&u.agents, "agent", nil, "agent binary for every host (PATH), or for one (hN=PATH); repeatable; default overlaylab's own")
 	f.StringVar(&u.runtime, "runtime", string(plan.RuntimeBridge), "how containers attach: bridge (the lab's own, from subnet.env) or cni (the CNI flannel plugin, bridge and host-local from bin/cni)")
+	f.StringVar(&s.CNIDir, "cni-dir", "", "CNI plugins for --runtime cni (default: bin/cni beside this binary, then /opt/cni/bin)")
 	f.IntVar(&s.Etcd.Members, "etcd-members", 1, "embedded etcd members (1, 3 or 5), each in its own namespace on the underlay")
 	f.BoolVar(&s.Etcd.TLS, "etcd-tls", false, "embedded etcd serves client TLS with client-certificate auth (CA and certificates in the state dir)")
 	f.Int64Var(&s.Seed, "seed", 0, "seed overlaylab agents' subnet choice: the same seed gives the same subnets (0 = random)")

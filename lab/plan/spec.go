@@ -122,6 +122,9 @@ type Spec struct {
 	// AgentArgs are extra flags for overlaylab's own agent on every host.
 	AgentArgs []string
 	Runtime   Runtime
+	// CNIDir holds the CNI plugins for RuntimeCNI (default: bin/cni beside
+	// the overlaylab binary, then /opt/cni/bin).
+	CNIDir string
 	// Seed, when non-zero, makes overlaylab's agents pick their subnets
 	// from a seeded sequence: same seed, same subnets.
 	Seed int64
