@@ -435,3 +435,24 @@ func AgentExit(h *HostState) (code int, how string, ok bool) {
 }
 
 func exitPath(logPath string) string { return strings.TrimSuffix(logPath, ".log") + ".exit" }
+
+// AgentProcesses lists the processes in a host's namespace that run the
+// host's agent binary: the one the lab started, and any other (a
+// supervisor's restart, an agent that re-executed itself).
+func (s *State) AgentProcesses(host string) []int {
+	h, ok := s.Host(host)
+	if !ok || h.Agent.Path == "" {
+		return nil
+	}
+	want, err := filepath.EvalSymlinks(h.Agent.Path)
+	if err != nil {
+		want = h.Agent.Path
+	}
+	var pids []int
+	for _, p := range processesIn(namespaceIDs([]string{h.Netns})) {
+		if exe, err := os.Readlink("/proc/" + strconv.Itoa(p.PID) + "/exe"); err == nil && (exe == want || exe == h.Agent.Path) {
+			pids = append(pids, p.PID)
+		}
+	}
+	return pids
+}

@@ -461,3 +461,47 @@ func TestTeardownSummary(t *testing.T) {
 		t.Errorf("json %s", js)
 	}
 }
+
+// Every etcd call of the controller has a deadline: an etcd that accepts
+// connections and never answers (dead between readiness and the config
+// write) gives an error, not a hang.
+func TestEtcdCallsHaveDeadlines(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, c) // accepted, never answered
+		}
+	}()
+	st := testState(t, config.BackendUDP)
+	st.Etcd.Endpoints = []string{"http://" + ln.Addr().String()}
+	st.Etcd.Netns = "" // dial from here
+	l := &Lab{name: "t", dir: st.StateDir, st: st}
+	start := time.Now()
+	done := make(chan error, 1)
+	go func() { done <- l.writeConfigs(context.Background()) }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "did not answer within") {
+			t.Errorf("writeConfigs against a silent etcd: %v", err)
+		}
+	case <-time.After(etcdTimeout + 10*time.Second):
+		t.Fatalf("writeConfigs still waits after %s", time.Since(start))
+	}
+	if _, err := st.Leases(context.Background(), ""); err == nil {
+		t.Error("reading leases from a silent etcd succeeded")
+	}
+}

@@ -114,7 +114,7 @@ func (r *runner) retry(ctx context.Context, e *scenarios.Expectation, end <-chan
 		case scenarios.KindRoute:
 			return r.checkRoute(st, e.Route)
 		default:
-			return checkAgent(st, e.Agent)
+			return r.checkAgent(ctx, st, e.Agent)
 		}
 	}
 	if end != nil {
@@ -214,10 +214,13 @@ func (r *runner) checkRoute(st *lab.State, c *scenarios.RouteCheck) (bool, strin
 	return true, fmt.Sprintf("%s has no route to %s", c.Host, dst)
 }
 
-func checkAgent(st *lab.State, c *scenarios.AgentCheck) (bool, string) {
+func (r *runner) checkAgent(ctx context.Context, st *lab.State, c *scenarios.AgentCheck) (bool, string) {
 	h, ok := st.Host(c.Host)
 	if !ok {
 		return false, fmt.Sprintf("host %s is not in the lab", c.Host)
+	}
+	if c.Alive != nil || c.Ready != nil || c.Restarts != nil {
+		return r.checkAgentState(ctx, st, h, c)
 	}
 	if c.Log != nil {
 		data, err := os.ReadFile(h.AgentLog)
@@ -410,4 +413,30 @@ func (r *runner) checkEncap(ctx context.Context, e *scenarios.Expectation, end <
 		return false, err.Error(), pcap
 	}
 	return res.OK, res.Summary, pcap
+}
+
+// checkAgentState checks alive, ready and restarts together.
+func (r *runner) checkAgentState(ctx context.Context, st *lab.State, h *lab.HostState, c *scenarios.AgentCheck) (bool, string) {
+	var got []string
+	ok := true
+	if c.Alive != nil {
+		alive := st.AgentAlive(h.Name)
+		got = append(got, fmt.Sprintf("alive=%v (pid %d)", alive, h.AgentPID))
+		ok = ok && alive == *c.Alive
+	}
+	if c.Ready != nil {
+		ready, why := r.lab.AgentReady(ctx, h.Name)
+		s := fmt.Sprintf("ready=%v", ready)
+		if !ready {
+			s += " (" + why + ")"
+		}
+		got = append(got, s)
+		ok = ok && ready == *c.Ready
+	}
+	if c.Restarts != nil {
+		n, pids := r.watch.restarts(h.Name)
+		got = append(got, fmt.Sprintf("restarts=%d (agent pids since ready: %v), want %s", n, pids, c.Restarts))
+		ok = ok && c.Restarts.Holds(float64(n))
+	}
+	return ok, fmt.Sprintf("%s's agent: %s", h.Name, strings.Join(got, ", "))
 }

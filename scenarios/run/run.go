@@ -44,6 +44,7 @@ type runner struct {
 	mu    sync.Mutex // guards res and lease
 	res   *report.Result
 	lease map[string]string // host -> subnet at ready (and at join, for added hosts)
+	watch *agentWatch
 
 	doneMu   sync.Mutex
 	done     map[string]chan struct{} // step name -> closed when it completed
@@ -145,6 +146,9 @@ func (r *runner) play(ctx context.Context) {
 	r.res.Topology = topology(st)
 	r.ready = time.Now()
 	r.logf("ready: %d hosts up, full ping matrix and wire check passed", len(st.Hosts))
+	wctx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	r.watch = r.watchAgents(wctx)
 
 	var wg sync.WaitGroup
 	results := make([]report.ExpectResult, len(r.sc.Expects))

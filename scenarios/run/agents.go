@@ -1,0 +1,55 @@
+package run
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"time"
+)
+
+// agentWatch records every agent process each host had since ready, so an
+// agent check can count restarts: a new agent process in the host, whoever
+// started it.
+type agentWatch struct {
+	mu   sync.Mutex
+	seen map[string][]int // host -> PIDs in the order first seen
+}
+
+func (r *runner) watchAgents(ctx context.Context) *agentWatch {
+	w := &agentWatch{seen: map[string][]int{}}
+	sample := func() {
+		st := r.lab.Snapshot()
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		for _, h := range st.Hosts {
+			for _, pid := range st.AgentProcesses(h.Name) {
+				if !slices.Contains(w.seen[h.Name], pid) {
+					w.seen[h.Name] = append(w.seen[h.Name], pid)
+				}
+			}
+		}
+	}
+	sample()
+	go func() {
+		t := time.NewTicker(200 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				sample()
+			}
+		}
+	}()
+	return w
+}
+
+// restarts is how many times host's agent process changed since ready, and
+// the PIDs seen.
+func (w *agentWatch) restarts(host string) (int, []int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	pids := slices.Clone(w.seen[host])
+	return max(len(pids)-1, 0), pids
+}
