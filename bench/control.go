@@ -118,7 +118,7 @@ func RunControl(ctx context.Context, o ControlOptions) (*ControlReport, error) {
 	}
 	started := time.Now()
 	pf := func(format string, args ...any) { fmt.Fprintf(o.Progress, format, args...) }
-	cfg, err := config.Parse(fmt.Appendf(nil, `{"Network":%q,"SubnetLen":%d,"Backend":{"Type":"udp"}}`, o.Network, o.SubnetLen))
+	cfg, err := config.Parse(fmt.Appendf(nil, `{"Network":%q,"SubnetLen":%d,"Backend":{"Type":%q}}`, o.Network, o.SubnetLen, config.BackendUDP))
 	if err != nil {
 		return nil, fmt.Errorf("network config: %w", err)
 	}
@@ -194,7 +194,7 @@ func RunControl(ctx context.Context, o ControlOptions) (*ControlReport, error) {
 			defer wg.Done()
 			res := &results[i]
 			m := managers[i]
-			attrs := subnet.LeaseAttrs{PublicIP: agentIP(i), BackendType: "udp"}
+			attrs := subnet.LeaseAttrs{PublicIP: agentIP(i), BackendType: config.BackendUDP}
 			<-startGate
 			begin := time.Now()
 			l, err := m.Acquire(ctx, cfg, attrs, netip.Prefix{})

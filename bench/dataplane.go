@@ -15,6 +15,7 @@ import (
 
 	"github.com/overlaylab/overlaylab/lab"
 	"github.com/overlaylab/overlaylab/lab/plan"
+	"github.com/overlaylab/overlaylab/overlay/config"
 )
 
 // Config is one data-plane configuration: a backend (with agent flags), or
@@ -38,8 +39,8 @@ const (
 	CfgUDPFast   = "udp-fast"
 	CfgUDPFastMQ = "udp-fast-mq"
 	CfgUDPSimple = "udp-simple"
-	CfgVXLAN     = "vxlan"
-	CfgHostGW    = "host-gw"
+	CfgVXLAN     = config.BackendVXLAN
+	CfgHostGW    = config.BackendHostGW
 )
 
 // DefaultConfigs lists every configuration, in the order they are measured
@@ -50,14 +51,14 @@ const (
 func DefaultConfigs() []Config {
 	mq := max(2, runtime.NumCPU())
 	return []Config{
-		{Name: CfgBaseline, Backend: "host-gw", Baseline: true, labSuffix: "base"},
-		{Name: CfgUDPFast, Backend: "udp", AgentArgs: []string{"--udp-mode=fast", "--udp-workers=1", "--pprof"}, Workers: 1,
+		{Name: CfgBaseline, Backend: config.BackendHostGW, Baseline: true, labSuffix: "base"},
+		{Name: CfgUDPFast, Backend: config.BackendUDP, AgentArgs: []string{"--udp-mode=fast", "--udp-workers=1", "--pprof"}, Workers: 1,
 			labSuffix: "udpf", profile: true},
-		{Name: CfgUDPFastMQ, Backend: "udp", AgentArgs: []string{"--udp-mode=fast", fmt.Sprintf("--udp-workers=%d", mq), "--pprof"}, Workers: mq,
+		{Name: CfgUDPFastMQ, Backend: config.BackendUDP, AgentArgs: []string{"--udp-mode=fast", fmt.Sprintf("--udp-workers=%d", mq), "--pprof"}, Workers: mq,
 			labSuffix: "udpm", profile: true},
-		{Name: CfgUDPSimple, Backend: "udp", AgentArgs: []string{"--udp-mode=simple", "--pprof"}, labSuffix: "udps", profile: true},
-		{Name: CfgVXLAN, Backend: "vxlan", labSuffix: "vxl"},
-		{Name: CfgHostGW, Backend: "host-gw", labSuffix: "hgw"},
+		{Name: CfgUDPSimple, Backend: config.BackendUDP, AgentArgs: []string{"--udp-mode=simple", "--pprof"}, labSuffix: "udps", profile: true},
+		{Name: CfgVXLAN, Backend: config.BackendVXLAN, labSuffix: "vxl"},
+		{Name: CfgHostGW, Backend: config.BackendHostGW, labSuffix: "hgw"},
 	}
 }
 

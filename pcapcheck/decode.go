@@ -9,13 +9,14 @@ import (
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
+	"github.com/overlaylab/overlaylab/overlay/config"
 )
 
 // Backend kinds, spelled as in flannel's network config.
 const (
-	KindUDP    = "udp"
-	KindVXLAN  = "vxlan"
-	KindHostGW = "host-gw"
+	KindUDP    = config.BackendUDP
+	KindVXLAN  = config.BackendVXLAN
+	KindHostGW = config.BackendHostGW
 )
 
 // Flannel's default ports, and the IANA VXLAN port that some tools use.

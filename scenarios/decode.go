@@ -352,3 +352,26 @@ func (h *RawHosts) decodeYAML(d *decoder, n *yaml.Node, what string) {
 		d.typeError(n, what, "a mapping {count, containers, ...} or a sequence with one entry per host")
 	}
 }
+
+func (m *StringMap) decodeYAML(d *decoder, n *yaml.Node, what string) {
+	m.Pos = d.pos(n)
+	if n.Kind != yaml.MappingNode {
+		d.typeError(n, what, "a mapping of names to values")
+		return
+	}
+	m.Values = map[string]String{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if k.Kind != yaml.ScalarNode || isNull(k) {
+			d.typeError(k, what, "a name")
+			continue
+		}
+		if _, dup := m.Values[k.Value]; dup {
+			d.errorf(d.pos(k), "duplicate key %q in %s", k.Value, what)
+			continue
+		}
+		var s String
+		s.decodeYAML(d, v, what+" "+k.Value)
+		m.Values[k.Value] = s
+	}
+}

@@ -56,7 +56,7 @@ timeline:
     action: etcd-stop
     hots: h1
 `),
-		want: []string{`s.yaml:6:5: unknown field "hots" in timeline (allowed: name, at, after, delay, action, host, signal, percent, rate, containers, agentArgs, config, member, wait)`},
+		want: []string{`s.yaml:6:5: unknown field "hots" in timeline (allowed: name, at, after, delay, action, host, signal, percent, rate, containers, agentArgs, config, member, wait, jitter, loss, reorder, duplicate, corrupt, direction, match, seed, mtu, keepConfig, dev, tx-checksum, tso, gro, binary)`},
 	},
 	{
 		name: "bad network CIDR",
@@ -364,7 +364,7 @@ expect:
 			`s.yaml:8:18: expect "p2": ping from "h1/x": want HOST/CONTAINER such as h1/c2, h1/*, */* or h1`,
 			`s.yaml:8:30: expect "p2": ping to "h7": unknown host h7 (hosts: h1..h3)`,
 			`s.yaml:8:44: expect "p2": ping result "loss<=120%": want all, none or loss<=N% (N in 0..100)`,
-			`s.yaml:10:5: expect "p3": needs a check: one of ping, encap, lease, route or agent`,
+			`s.yaml:10:5: expect "p3": needs a check: one of ping, encap, lease, route, agent, pmtu, flow, tcp, log, resources, metric, neigh or fdb`,
 			`s.yaml:14:12: expect "p4": has both ping and lease: one check per expectation`,
 			`s.yaml:16:5: expect "p5": needs one of at (an offset from ready), after (a step), during (a window) or final: true`,
 			`s.yaml:17:26: expect "p5": ping to "*/c3": no host has a container c3 (the most is 2)`,
@@ -475,6 +475,69 @@ expect:
 		},
 	},
 	{
+		name: "fault and check words of the second vocabulary",
+		yaml: doc(`
+apiVersion: overlaylab/v1
+name: t1
+timeline:
+  - {name: s1, at: 1s, action: impair, host: h1}
+  - {name: s2, at: 1s, action: impair, host: h1, delay: 5, jitter: 2ms, direction: up, match: some}
+  - {name: s3, at: 1s, action: impair, host: h1, reorder: 5%, loss: 120%}
+  - {name: s4, at: 1s, action: link-mtu, host: h1, mtu: 40}
+  - {name: s5, at: 1s, action: offload, host: h1, dev: eth0}
+  - {name: s6, at: 1s, action: offload, host: h1, dev: eth0, tso: maybe}
+  - {name: s7, at: 1s, action: agent-upgrade, host: h1}
+  - {name: s8, at: 1s, action: etcd-compact, host: h1}
+  - {name: s9, at: 1s, action: impair-clear, host: h1, delay: 2s}
+expect:
+  - {name: e1, pmtu: {from: "h1/*", to: h2/c1}, at: 1s}
+  - {name: e2, flow: {from: h1/c1, to: h2/c1, proto: sctp}, during: {from: 1s, to: 2s}}
+  - {name: e3, flow: {from: h1/c1, to: h2/c1}, at: 1s}
+  - {name: e4, tcp: {from: h1/c1, to: h2/c1, port: 70000, result: maybe}, at: 1s}
+  - {name: e5, log: {host: h1, match: "(", count: "about 3"}, at: 1s}
+  - {name: e6, resources: {host: h1, cpu: "<=20", rss: "<=lots"}, during: {from: 1s, to: 2s}}
+  - {name: e7, metric: {host: h1, name: "bad name", value: ">=x"}, at: 1s}
+  - {name: e8, neigh: {host: h1, ip: nope, lladdr: zz}, at: 1s}
+  - {name: e9, fdb: {host: h1, mac: "02:4f", dst: "peer:h9"}, at: 1s}
+  - {name: e10, route: {host: h1, dst: peer:h2, via: "peer:h8"}, at: 1s}
+  - {name: e11, ping: {from: "*/*", to: "*/*", size: 20, df: true}, at: 1s}
+  - {name: e12, resources: {host: h1}, during: {from: 1s, to: 2s}}
+`),
+		want: []string{
+			"s.yaml:4:32: step \"s1\": impair needs at least one of delay, jitter, loss, reorder, duplicate, corrupt, rate (impair-clear removes an impairment)",
+			"s.yaml:5:57: step \"s2\": delay \"5\" is not a duration (want e.g. 500ms, 2s, 1m)",
+			"s.yaml:5:84: step \"s2\": direction \"up\": want in, out, both",
+			"s.yaml:5:95: step \"s2\": match \"some\": want all, overlay, control",
+			"s.yaml:6:59: step \"s3\": reorder sends some packets ahead of the delayed ones: set delay too",
+			"s.yaml:6:69: step \"s3\": loss 120% is outside 0..100%",
+			"s.yaml:7:57: step \"s4\": mtu 40: must be 68..9000",
+			"s.yaml:8:32: step \"s5\": offload needs at least one of tx-checksum, tso, gro (on or off)",
+			"s.yaml:9:67: step \"s6\": tso \"maybe\": want on or off",
+			"s.yaml:10:32: step \"s7\": action agent-upgrade needs binary",
+			"s.yaml:11:52: step \"s8\": action etcd-compact does not take host (it takes no parameters)",
+			"s.yaml:12:63: step \"s9\": delay goes with after (with at, add it to the offset)",
+			"s.yaml:14:22: expect \"e1\": pmtu needs mtu (the largest IP packet, with DF, expected to pass)",
+			"s.yaml:14:29: expect \"e1\": pmtu from \"h1/*\": name one container (e.g. h1/c1)",
+			"s.yaml:15:54: expect \"e2\": flow proto \"sctp\": want tcp or udp",
+			"s.yaml:16:22: expect \"e3\": flow is measured over a window: use during: {from, to}",
+			"s.yaml:17:52: expect \"e4\": tcp port 70000: must be 1..65535",
+			"s.yaml:17:67: expect \"e4\": tcp result \"maybe\": want connect, refused or timeout",
+			"s.yaml:18:39: expect \"e5\": log match \"(\": error parsing regexp: missing closing ): `(`",
+			"s.yaml:18:51: expect \"e5\": log count \"about 3\": want OP VALUE with OP one of ==, <=, <, >=, > (e.g. \"<=3\"); \"about 3\": want a non-negative number",
+			"s.yaml:19:43: expect \"e6\": resources cpu \"<=20\": want OP VALUE with OP one of ==, <=, <, >=, > (e.g. \"<=3\"); \"20\": want a percentage of one core, e.g. 20%",
+			"s.yaml:19:56: expect \"e6\": resources rss \"<=lots\": want OP VALUE with OP one of ==, <=, <, >=, > (e.g. \"<=3\"); \"lots\" is not a size (want e.g. 64MiB, 512KiB)",
+			"s.yaml:20:41: expect \"e7\": metric name \"bad name\": want a Prometheus metric name (e.g. overlaylab_peers)",
+			"s.yaml:20:60: expect \"e7\": metric value \">=x\": want OP VALUE with OP one of ==, <=, <, >=, > (e.g. \"<=3\"); \"x\": want a number",
+			"s.yaml:21:38: expect \"e8\": neigh needs ip (an IPv4 address)",
+			"s.yaml:21:52: expect \"e8\": neigh lladdr \"zz\": not a MAC address",
+			"s.yaml:22:37: expect \"e9\": fdb needs mac (a MAC address)",
+			"s.yaml:22:51: expect \"e9\": fdb dst \"peer:h9\": unknown host \"h9\" (hosts: h1..h3)",
+			"s.yaml:23:54: expect \"e10\": route via \"peer:h8\": unknown host \"h8\" (hosts: h1..h3)",
+			"s.yaml:24:54: expect \"e11\": ping size 20: an IP packet of 36..65535 bytes (ICMP needs 28 of them)",
+			"s.yaml:25:28: expect \"e12\": resources needs cpu or rss (e.g. cpu: \"<=20%\", rss: \"<=64MiB\")",
+		},
+	},
+	{
 		name: "action parameters",
 		yaml: doc(`
 apiVersion: overlaylab/v1
@@ -509,7 +572,7 @@ timeline:
 			`s.yaml:8:13: step 2: action loss needs percent`,
 			`s.yaml:13:11: step 3: rate "10mbps" is not a rate (want e.g. 500kbit, 10mbit, 1gbit, or unlimited)`,
 			`s.yaml:17:13: step 4: signal "HUP": want TERM, KILL or INT`,
-			`s.yaml:19:13: step 5: unknown action "explode" (actions: agent-kill, agent-start, link-down, link-up, loss, rate, etcd-stop, etcd-start, etcd-partition, etcd-heal, lease-delete, host-add, host-remove, config-set)`,
+			`s.yaml:19:13: step 5: unknown action "explode" (actions: agent-kill, agent-start, link-down, link-up, loss, rate, etcd-stop, etcd-start, etcd-partition, etcd-heal, lease-delete, host-add, host-remove, config-set, impair, impair-clear, link-mtu, etcd-compact, etcd-wipe, offload, agent-upgrade)`,
 			`s.yaml:21:12: step 6: delay goes with after (with at, add it to the offset)`,
 			`s.yaml:22:13: step 6: action config-set needs config`,
 			`s.yaml:26:14: step 7: percent 101% is outside 0..100%`,

@@ -155,9 +155,17 @@ func (r *resolver) expectCheck(re *RawExpect, e *Expectation, label string) {
 		present{"lease", posOf(re.Lease, func(p *RawLease) Pos { return p.Pos })},
 		present{"route", posOf(re.Route, func(p *RawRoute) Pos { return p.Pos })},
 		present{"agent", posOf(re.Agent, func(p *RawAgent) Pos { return p.Pos })},
+		present{"pmtu", posOf(re.PMTU, func(p *RawPMTU) Pos { return p.Pos })},
+		present{"flow", posOf(re.Flow, func(p *RawFlow) Pos { return p.Pos })},
+		present{"tcp", posOf(re.TCP, func(p *RawTCP) Pos { return p.Pos })},
+		present{"log", posOf(re.Log, func(p *RawLog) Pos { return p.Pos })},
+		present{"resources", posOf(re.Resources, func(p *RawResources) Pos { return p.Pos })},
+		present{"metric", posOf(re.Metric, func(p *RawMetric) Pos { return p.Pos })},
+		present{"neigh", posOf(re.Neigh, func(p *RawNeigh) Pos { return p.Pos })},
+		present{"fdb", posOf(re.FDB, func(p *RawFDB) Pos { return p.Pos })},
 	)
 	if len(kinds) == 0 {
-		r.errorf(re.Pos, "%s: needs a check: one of ping, encap, lease, route or agent", label)
+		r.errorf(re.Pos, "%s: needs a check: one of %s", label, checkList)
 		return
 	}
 	for _, k := range kinds[1:] {
@@ -175,6 +183,12 @@ func (r *resolver) expectCheck(re *RawExpect, e *Expectation, label string) {
 		e.Route = r.route(re.Route, label)
 	case KindAgent:
 		e.Agent = r.agent(re.Agent, label)
+	default:
+		r.moreChecks(re, e, label)
+	}
+	windowed := e.Kind == KindFlow || e.Kind == KindResources
+	if windowed && e.When.Kind != WhenDuring && (re.At.IsSet() || re.After.IsSet() || re.Final.IsSet()) {
+		r.errorf(kinds[0].pos, "%s: %s is measured over a window: use during: {from, to}", label, e.Kind)
 	}
 }
 
@@ -192,7 +206,14 @@ func (r *resolver) host(v String, at Pos, what string) string {
 }
 
 func (r *resolver) ping(p *RawPing, label string) *PingCheck {
-	c := &PingCheck{Result: ResultAll}
+	c := &PingCheck{Result: ResultAll, DF: p.DF.Value}
+	if p.Size.IsSet() {
+		if v := p.Size.Value; v < 36 || v > 65535 {
+			r.errorf(p.Size.Pos, "%s: ping size %d: an IP packet of 36..65535 bytes (ICMP needs 28 of them)", label, v)
+		} else {
+			c.Size = int(v)
+		}
+	}
 	c.From = r.selector(p.From, p.Pos, label+": ping from")
 	c.To = r.selector(p.To, p.Pos, label+": ping to")
 	if p.Result.IsSet() {
@@ -306,6 +327,7 @@ func (r *resolver) route(p *RawRoute, label string) *RouteCheck {
 	}
 	dst := strings.TrimSpace(p.Dst.Value)
 	if peer, ok := strings.CutPrefix(dst, "peer:"); ok {
+		r.routeVia(p, c, label)
 		c.Peer = peer
 		switch i := hostIndex(peer); {
 		case r.hostsBroken:
@@ -316,6 +338,7 @@ func (r *resolver) route(p *RawRoute, label string) *RouteCheck {
 		}
 		return c
 	}
+	r.routeVia(p, c, label)
 	pfx, err := netip.ParsePrefix(dst)
 	switch {
 	case err != nil || !pfx.Addr().Is4():

@@ -42,6 +42,15 @@ type StringList struct {
 	Pos    Pos
 }
 
+// StringMap is a mapping of names to strings (metric labels).
+type StringMap struct {
+	Values map[string]String
+	Pos    Pos
+}
+
+// IsSet reports whether the mapping was given.
+func (m StringMap) IsSet() bool { return m.Pos.IsValid() }
+
 // IsSet reports whether the list was given (possibly empty).
 func (l StringList) IsSet() bool { return l.Pos.IsValid() }
 
@@ -167,6 +176,28 @@ type RawStep struct {
 	Member     String     `yaml:"member"`
 	Wait       Bool       `yaml:"wait"`
 
+	// impair (delay is the step timing key above; for impair it is the
+	// link's delay)
+	Jitter    String `yaml:"jitter"`
+	Loss      String `yaml:"loss"`
+	Reorder   String `yaml:"reorder"`
+	Duplicate String `yaml:"duplicate"`
+	Corrupt   String `yaml:"corrupt"`
+	Direction String `yaml:"direction"`
+	Match     String `yaml:"match"`
+	Seed      Int    `yaml:"seed"`
+	// link-mtu
+	MTU Int `yaml:"mtu"`
+	// etcd-wipe
+	KeepConfig Bool `yaml:"keepConfig"`
+	// offload
+	Dev        String `yaml:"dev"`
+	TxChecksum String `yaml:"tx-checksum"`
+	TSO        String `yaml:"tso"`
+	GRO        String `yaml:"gro"`
+	// agent-upgrade
+	Binary String `yaml:"binary"`
+
 	Pos Pos `yaml:"-"`
 }
 
@@ -180,6 +211,15 @@ type RawExpect struct {
 	Lease *RawLease `yaml:"lease"`
 	Route *RawRoute `yaml:"route"`
 	Agent *RawAgent `yaml:"agent"`
+
+	PMTU      *RawPMTU      `yaml:"pmtu"`
+	Flow      *RawFlow      `yaml:"flow"`
+	TCP       *RawTCP       `yaml:"tcp"`
+	Log       *RawLog       `yaml:"log"`
+	Resources *RawResources `yaml:"resources"`
+	Metric    *RawMetric    `yaml:"metric"`
+	Neigh     *RawNeigh     `yaml:"neigh"`
+	FDB       *RawFDB       `yaml:"fdb"`
 
 	At     String     `yaml:"at"`
 	After  String     `yaml:"after"`
@@ -204,7 +244,81 @@ type RawPing struct {
 	From   String `yaml:"from"`
 	To     String `yaml:"to"`
 	Result String `yaml:"result"`
+	Size   Int    `yaml:"size"` // the IP packet's size in bytes
+	DF     Bool   `yaml:"df"`   // Don't Fragment
 	Pos    Pos    `yaml:"-"`
+}
+
+// RawPMTU searches the largest DF packet that passes between two containers.
+type RawPMTU struct {
+	From String `yaml:"from"`
+	To   String `yaml:"to"`
+	MTU  Int    `yaml:"mtu"`
+	Pos  Pos    `yaml:"-"`
+}
+
+// RawFlow is a long-lived flow held through a during window.
+type RawFlow struct {
+	From     String `yaml:"from"`
+	To       String `yaml:"to"`
+	Proto    String `yaml:"proto"`
+	MaxStall String `yaml:"maxStall"`
+	MinRate  String `yaml:"minRate"`
+	Pos      Pos    `yaml:"-"`
+}
+
+// RawTCP is one TCP connection attempt.
+type RawTCP struct {
+	From   String `yaml:"from"`
+	To     String `yaml:"to"`
+	Port   Int    `yaml:"port"`
+	Result String `yaml:"result"`
+	Pos    Pos    `yaml:"-"`
+}
+
+// RawLog counts the lines of a host's agent log that match a regexp.
+type RawLog struct {
+	Host  String `yaml:"host"`
+	Match String `yaml:"match"`
+	Count String `yaml:"count"`
+	Pos   Pos    `yaml:"-"`
+}
+
+// RawResources bounds an agent's CPU and memory over a window.
+type RawResources struct {
+	Host String `yaml:"host"`
+	CPU  String `yaml:"cpu"`
+	RSS  String `yaml:"rss"`
+	Pos  Pos    `yaml:"-"`
+}
+
+// RawMetric reads one sample of an agent's /metrics.
+type RawMetric struct {
+	Host   String    `yaml:"host"`
+	Name   String    `yaml:"name"`
+	Labels StringMap `yaml:"labels"`
+	Value  String    `yaml:"value"`
+	Pos    Pos       `yaml:"-"`
+}
+
+// RawNeigh checks a neighbour entry in a host.
+type RawNeigh struct {
+	Host    String `yaml:"host"`
+	IP      String `yaml:"ip"`
+	LLAddr  String `yaml:"lladdr"`
+	Dev     String `yaml:"dev"`
+	Present Bool   `yaml:"present"`
+	Pos     Pos    `yaml:"-"`
+}
+
+// RawFDB checks a forwarding database entry in a host.
+type RawFDB struct {
+	Host    String `yaml:"host"`
+	MAC     String `yaml:"mac"`
+	Dst     String `yaml:"dst"`
+	Dev     String `yaml:"dev"`
+	Present Bool   `yaml:"present"`
+	Pos     Pos    `yaml:"-"`
 }
 
 // RawEncap is a wire check on a host's underlay interface.
@@ -226,6 +340,7 @@ type RawLease struct {
 type RawRoute struct {
 	Host    String `yaml:"host"`
 	Dst     String `yaml:"dst"`
+	Via     String `yaml:"via"`
 	Present Bool   `yaml:"present"`
 	Pos     Pos    `yaml:"-"`
 }

@@ -85,7 +85,31 @@ const (
 	ActionHostAdd       Action = "host-add"       // Host (derived), Containers, AgentArgs
 	ActionHostRemove    Action = "host-remove"    // Host
 	ActionConfigSet     Action = "config-set"     // Config, written verbatim
+	ActionImpair        Action = "impair"         // Host, Impair
+	ActionImpairClear   Action = "impair-clear"   // Host
+	ActionLinkMTU       Action = "link-mtu"       // Host, MTU
+	ActionEtcdCompact   Action = "etcd-compact"   // (none)
+	ActionEtcdWipe      Action = "etcd-wipe"      // KeepConfig
+	ActionOffload       Action = "offload"        // Host, Offload
+	ActionAgentUpgrade  Action = "agent-upgrade"  // Host, Binary
 )
+
+// Impairment is a link impairment on a host's underlay link, by the lab's
+// userspace link emulator.
+type Impairment struct {
+	Delay, Jitter                     time.Duration
+	Loss, Reorder, Duplicate, Corrupt float64 // percent
+	RateBps                           uint64  // 0 = unlimited
+	Direction                         string  // in, out, both (default)
+	Match                             string  // all (default), overlay, control
+	Seed                              int64
+}
+
+// Offload toggles a host device's offloads; nil leaves one as it is.
+type Offload struct {
+	Dev                  string
+	TxChecksum, TSO, GRO *bool
+}
 
 // Step is one fault or change on the timeline.
 //
@@ -105,15 +129,20 @@ type Step struct {
 	Delay time.Duration // extra wait after After completed
 
 	Action     Action
-	Host       string     // the host acted on; for host-add the name of the new host
-	Signal     string     // agent-kill: TERM, KILL or INT
-	Percent    float64    // loss
-	RateBps    uint64     // rate
-	Containers int        // host-add
-	AgentArgs  []string   // host-add
-	Agent      plan.Agent // host-add: the new host's agent (zero: the lab's default)
-	NoWait     bool       // agent-start: wait: false
-	Config     string     // config-set: raw text, deliberately unchecked
+	Host       string      // the host acted on; for host-add the name of the new host
+	Signal     string      // agent-kill: TERM, KILL or INT
+	Percent    float64     // loss
+	RateBps    uint64      // rate
+	Containers int         // host-add
+	AgentArgs  []string    // host-add
+	Agent      plan.Agent  // host-add: the new host's agent (zero: the lab's default)
+	NoWait     bool        // agent-start: wait: false
+	Impair     *Impairment // impair
+	MTU        int         // link-mtu
+	KeepConfig bool        // etcd-wipe
+	Offload    *Offload    // offload
+	Binary     string      // agent-upgrade
+	Config     string      // config-set: raw text, deliberately unchecked
 	// Member is the etcd member an etcd-stop/etcd-start acts on: "1".."N",
 	// for etcd-stop "leader" or "follower" (resolved when played), for
 	// etcd-start "stopped" (every member that is not running).
@@ -133,11 +162,19 @@ type ExpectKind string
 
 // Expectation kinds.
 const (
-	KindPing  ExpectKind = "ping"
-	KindEncap ExpectKind = "encap"
-	KindLease ExpectKind = "lease"
-	KindRoute ExpectKind = "route"
-	KindAgent ExpectKind = "agent"
+	KindPing      ExpectKind = "ping"
+	KindEncap     ExpectKind = "encap"
+	KindLease     ExpectKind = "lease"
+	KindRoute     ExpectKind = "route"
+	KindAgent     ExpectKind = "agent"
+	KindPMTU      ExpectKind = "pmtu"
+	KindFlow      ExpectKind = "flow"
+	KindTCP       ExpectKind = "tcp"
+	KindLog       ExpectKind = "log"
+	KindResources ExpectKind = "resources"
+	KindMetric    ExpectKind = "metric"
+	KindNeigh     ExpectKind = "neigh"
+	KindFDB       ExpectKind = "fdb"
 )
 
 // Expectation is one check with its timing. Exactly one of Ping, Encap,
@@ -156,6 +193,83 @@ type Expectation struct {
 	Lease *LeaseCheck
 	Route *RouteCheck
 	Agent *AgentCheck
+
+	PMTU      *PMTUCheck
+	Flow      *FlowCheck
+	TCP       *TCPCheck
+	Log       *LogCheck
+	Resources *ResourcesCheck
+	Metric    *MetricCheck
+	Neigh     *NeighCheck
+	FDB       *FDBCheck
+}
+
+// PMTUCheck searches the largest IP packet with DF set that passes From →
+// To (each selects one container) and expects MTU.
+type PMTUCheck struct {
+	From, To Selector
+	MTU      int
+}
+
+// FlowCheck holds a long-lived flow From → To through the expectation's
+// window: it fails if the connection resets (tcp), if no byte moves for
+// longer than MaxStall, or if the average rate is below MinRateBps.
+type FlowCheck struct {
+	From, To   Selector
+	Proto      string // tcp or udp
+	MaxStall   time.Duration
+	MinRateBps uint64
+}
+
+// TCPCheck makes one TCP connection attempt From → To:Port. The runner
+// listens on To:Port unless Result is refused.
+type TCPCheck struct {
+	From, To Selector
+	Port     int
+	Result   string // connect, refused or timeout
+}
+
+// LogCheck counts the lines of a host's agent log matching Match.
+type LogCheck struct {
+	Host  string
+	Match *regexp.Regexp
+	Count Compare
+}
+
+// ResourcesCheck bounds the host's agent process over a window: CPU in
+// percent of one core, RSS in bytes (sampled).
+type ResourcesCheck struct {
+	Host     string
+	CPU, RSS *Compare
+}
+
+// MetricCheck reads a sample from the host agent's /metrics.
+type MetricCheck struct {
+	Host   string
+	Name   string
+	Labels map[string]string
+	Value  Compare
+}
+
+// NeighCheck looks for a neighbour entry for IP (on Dev, with LLAddr, when
+// given) in a host.
+type NeighCheck struct {
+	Host    string
+	IP      netip.Addr
+	LLAddr  string
+	Dev     string
+	Present bool
+}
+
+// FDBCheck looks for a forwarding entry for MAC (to Dst, on Dev, when
+// given) in a host. Dst may name a peer ("peer:h2": its underlay address).
+type FDBCheck struct {
+	Host    string
+	MAC     string
+	Dst     netip.Addr
+	DstPeer string
+	Dev     string
+	Present bool
 }
 
 // WhenKind is when an expectation is checked.
@@ -221,6 +335,8 @@ type PingCheck struct {
 	From, To Selector
 	Result   PingResult
 	MaxLoss  float64 // percent, for ResultLoss
+	Size     int     // IP packet size in bytes (0: ping's 84)
+	DF       bool    // Don't Fragment
 }
 
 // EncapCheck captures on a host's underlay interface and checks that overlay
@@ -255,6 +371,10 @@ type RouteCheck struct {
 	Dst     netip.Prefix // when Peer == ""
 	Peer    string
 	Present bool
+	// Via, when set, is the gateway the route must have: an address, or
+	// ViaPeer's underlay address.
+	Via     netip.Addr
+	ViaPeer string
 }
 
 // AgentCheck checks a host's agent: exactly one of ExitCode and Log is set.

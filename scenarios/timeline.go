@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/overlaylab/overlaylab/lab/plan"
 )
 
 // Step parameters, as a set.
@@ -21,7 +23,27 @@ const (
 	pConfig
 	pMember
 	pWait
+	pLinkDelay // impair's delay (the same key as the step timing's delay)
+	pJitter
+	pLoss
+	pReorder
+	pDuplicate
+	pCorrupt
+	pDirection
+	pMatch
+	pSeed
+	pMTU
+	pKeepConfig
+	pDev
+	pTxChecksum
+	pTSO
+	pGRO
+	pBinary
 )
+
+// impairments are the parameters of impair that impair something.
+const impairments = pLinkDelay | pJitter | pLoss | pReorder | pDuplicate | pCorrupt | pRate
+const offloads = pTxChecksum | pTSO | pGRO
 
 var paramNames = []struct {
 	p    param
@@ -29,7 +51,10 @@ var paramNames = []struct {
 }{
 	{pHost, "host"}, {pSignal, "signal"}, {pPercent, "percent"}, {pRate, "rate"},
 	{pContainers, "containers"}, {pAgentArgs, "agentArgs"}, {pConfig, "config"}, {pMember, "member"},
-	{pWait, "wait"},
+	{pWait, "wait"}, {pLinkDelay, "delay"}, {pJitter, "jitter"}, {pLoss, "loss"}, {pReorder, "reorder"},
+	{pDuplicate, "duplicate"}, {pCorrupt, "corrupt"}, {pDirection, "direction"}, {pMatch, "match"}, {pSeed, "seed"},
+	{pMTU, "mtu"}, {pKeepConfig, "keepConfig"}, {pDev, "dev"}, {pTxChecksum, "tx-checksum"}, {pTSO, "tso"}, {pGRO, "gro"},
+	{pBinary, "binary"},
 }
 
 func (ps param) String() string {
@@ -64,6 +89,13 @@ var actions = []struct {
 	{ActionHostAdd, actionSpec{0, pContainers | pAgentArgs}},
 	{ActionHostRemove, actionSpec{pHost, 0}},
 	{ActionConfigSet, actionSpec{pConfig, 0}},
+	{ActionImpair, actionSpec{pHost, impairments | pDirection | pMatch | pSeed}},
+	{ActionImpairClear, actionSpec{pHost, 0}},
+	{ActionLinkMTU, actionSpec{pHost | pMTU, 0}},
+	{ActionEtcdCompact, actionSpec{0, 0}},
+	{ActionEtcdWipe, actionSpec{0, pKeepConfig}},
+	{ActionOffload, actionSpec{pHost | pDev, offloads}},
+	{ActionAgentUpgrade, actionSpec{pHost | pBinary, 0}},
 }
 
 func lookupAction(name string) (actionSpec, bool) {
@@ -150,7 +182,7 @@ func (r *resolver) step(i int, rs *RawStep) *stepInfo {
 		r.errorf(rs.Pos, "%s: needs at (an offset from ready) or after (a step name)", si.label)
 		si.timingOK = false
 	}
-	if rs.Delay.IsSet() {
+	if rs.Delay.IsSet() && rs.Action.Value != string(ActionImpair) {
 		if !rs.After.IsSet() {
 			r.errorf(rs.Delay.Pos, "%s: delay goes with after (with at, add it to the offset)", si.label)
 		} else {
@@ -175,7 +207,13 @@ func (r *resolver) step(i int, rs *RawStep) *stepInfo {
 	given := map[param]Pos{
 		pHost: rs.Host.Pos, pSignal: rs.Signal.Pos, pPercent: rs.Percent.Pos, pRate: rs.Rate.Pos,
 		pContainers: rs.Containers.Pos, pAgentArgs: rs.AgentArgs.Pos, pConfig: rs.Config.Pos, pMember: rs.Member.Pos,
-		pWait: rs.Wait.Pos,
+		pWait: rs.Wait.Pos, pJitter: rs.Jitter.Pos, pLoss: rs.Loss.Pos, pReorder: rs.Reorder.Pos,
+		pDuplicate: rs.Duplicate.Pos, pCorrupt: rs.Corrupt.Pos, pDirection: rs.Direction.Pos, pMatch: rs.Match.Pos,
+		pSeed: rs.Seed.Pos, pMTU: rs.MTU.Pos, pKeepConfig: rs.KeepConfig.Pos, pDev: rs.Dev.Pos,
+		pTxChecksum: rs.TxChecksum.Pos, pTSO: rs.TSO.Pos, pGRO: rs.GRO.Pos, pBinary: rs.Binary.Pos,
+	}
+	if st.Action == ActionImpair {
+		given[pLinkDelay] = rs.Delay.Pos
 	}
 	allowed := spec.required | spec.optional
 	for _, pn := range paramNames {
@@ -191,6 +229,14 @@ func (r *resolver) step(i int, rs *RawStep) *stepInfo {
 			r.errorf(rs.Action.Pos, "%s: action %s needs %s", si.label, st.Action, pn.name)
 		}
 	}
+	r.stepValues(si, allowed)
+	return si
+}
+
+// stepValues parses the values of a step's parameters (their presence was
+// checked against the action already).
+func (r *resolver) stepValues(si *stepInfo, allowed param) {
+	rs, st := si.raw, &si.st
 	if allowed&pHost != 0 {
 		st.Host = rs.Host.Value
 	}
@@ -240,10 +286,27 @@ func (r *resolver) step(i int, rs *RawStep) *stepInfo {
 			}
 		}
 	}
-	if (st.Action == ActionEtcdStop || st.Action == ActionEtcdStart) && len(r.s.EtcdEndpoints) > 0 {
-		r.errorf(rs.Action.Pos, "%s: %s needs the embedded etcd (this scenario uses an external one)", si.label, st.Action)
+	switch st.Action {
+	case ActionEtcdStop, ActionEtcdStart, ActionEtcdWipe:
+		if len(r.s.EtcdEndpoints) > 0 {
+			r.errorf(rs.Action.Pos, "%s: %s needs the embedded etcd (this scenario uses an external one)", si.label, st.Action)
+		}
+		st.KeepConfig = rs.KeepConfig.Value
+	case ActionImpair:
+		st.Impair = r.impairment(si)
+	case ActionLinkMTU:
+		if v := rs.MTU.Value; v < 68 || v > plan.MaxUnderlayMTU {
+			r.errorf(rs.MTU.Pos, "%s: mtu %d: must be 68..%d", si.label, v, plan.MaxUnderlayMTU)
+		}
+		st.MTU = int(rs.MTU.Value)
+	case ActionOffload:
+		st.Offload = r.offload(si)
+	case ActionAgentUpgrade:
+		if rs.Binary.IsSet() && strings.TrimSpace(rs.Binary.Value) == "" {
+			r.errorf(rs.Binary.Pos, "%s: binary: a path to an agent binary is required", si.label)
+		}
+		st.Binary = rs.Binary.Value
 	}
-	return si
 }
 
 // duration parses a non-negative Go duration, reporting at its position.

@@ -251,3 +251,28 @@ func parseCompare(s string, value func(string) (float64, string)) (Compare, stri
 	c.Value = v
 	return c, ""
 }
+
+// parsePercentUnbounded reads "150%" or "20": a percentage that may exceed
+// 100 (CPU time of several cores).
+func parsePercentUnbounded(s string) (float64, string) {
+	t := strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(s), "%"))
+	v, err := strconv.ParseFloat(t, 64)
+	if err != nil || v < 0 || math.IsNaN(v) || math.IsInf(v, 0) {
+		return 0, fmt.Sprintf("%q is not a percentage", s)
+	}
+	return v, ""
+}
+
+var bytesRE = regexp.MustCompile(`^([0-9]+(?:\.[0-9]+)?)\s*(B|KiB|MiB|GiB|kB|MB|GB)?$`)
+
+var byteUnits = map[string]float64{"": 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "kB": 1e3, "MB": 1e6, "GB": 1e9}
+
+// parseBytes reads "64MiB", "512KiB", "1.5GiB" or a plain byte count.
+func parseBytes(s string) (float64, string) {
+	m := bytesRE.FindStringSubmatch(strings.TrimSpace(s))
+	if m == nil {
+		return 0, fmt.Sprintf("%q is not a size (want e.g. 64MiB, 512KiB)", s)
+	}
+	v, _ := strconv.ParseFloat(m[1], 64)
+	return v * byteUnits[m[2]], ""
+}

@@ -53,7 +53,7 @@ func upCmd() *cobra.Command {
 	f.StringVar(&s.Name, "name", plan.DefaultName, "lab name (up to 32 of a-z, 0-9 and '-', starting with a letter)")
 	f.IntVar(&s.Hosts, "hosts", plan.DefaultHosts, "number of hosts")
 	f.IntVar(&s.Containers, "containers", plan.DefaultContainers, "containers per host (per network with several networks)")
-	f.StringVar(&u.backend, "backend", "udp", "backend: udp, vxlan or host-gw")
+	f.StringVar(&u.backend, "backend", config.BackendUDP, "backend: "+config.BackendUDP+", "+config.BackendVXLAN+" or "+config.BackendHostGW)
 	f.StringArrayVar(&u.networks, "network", nil, "overlay Network CIDR (default "+plan.DefaultNetwork+"), or NAME=CIDR, repeatable, for tenant networks on the same hosts")
 	f.IntVar(&u.subnetLen, "subnet-len", 0, "SubnetLen (default: flannel's rule)")
 	f.StringVar(&u.underlay, "underlay", plan.DefaultUnderlay, "underlay CIDR (host i gets its i-th address; e.g. 172.20.0.0/16 for up to 65000 hosts)")
