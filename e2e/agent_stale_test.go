@@ -176,7 +176,7 @@ var _ = Describe("stale peers after agent downtime", func() {
 			st := status(name)
 			h1 := hostByName(st, "h1")
 			owned := containing(kernelLines(h1.Netns, "ip", "-4", "route", "show"), "77")
-			Expect(owned).To(ConsistOf(HavePrefix(st.Network+" dev flannel0 proto 77")))
+			Expect(owned).To(ConsistOf(HavePrefix(st.Network + " dev flannel0 proto 77")))
 			c1, c2 := h1.Containers[0], hostByName(st, "h2").Containers[0]
 			r := inNetns(c1.Netns, 5*time.Second, "ping", "-c", "1", "-W", "2", c2.IP)
 			Expect(r.code).To(Equal(0), fmt.Sprintf("h1 → h2 after the restart: %s", r.String()))
