@@ -30,7 +30,7 @@ type classifier struct {
 func newClassifier(m Match, o OverlayMatch, c ControlMatch) *classifier {
 	cl := &classifier{match: m, udpPorts: o.UDPPorts, networks: o.Networks, ctlPorts: c.Ports, etcd: c.EtcdIPs}
 	if len(cl.ctlPorts) == 0 {
-		cl.ctlPorts = DefaultEtcdPorts
+		cl.ctlPorts = defaultEtcdPorts()
 	}
 	return cl
 }

@@ -87,12 +87,12 @@ type ControlMatch struct {
 	// EtcdIPs: TCP to or from an etcd port on one of these addresses; any
 	// address when empty.
 	EtcdIPs []netip.Addr `json:"etcdIPs,omitempty"`
-	// Ports: default DefaultEtcdPorts.
+	// Ports: default etcd's client and peer ports, 2379 and 2380.
 	Ports []uint16 `json:"ports,omitempty"`
 }
 
-// DefaultEtcdPorts are etcd's client and peer ports.
-var DefaultEtcdPorts = []uint16{2379, 2380}
+// defaultEtcdPorts are etcd's client and peer ports.
+func defaultEtcdPorts() []uint16 { return []uint16{2379, 2380} }
 
 // DefaultLimit is the default bound on packets held per direction. It is
 // there to bound memory, not to model a queue (the rate queue does that): a
