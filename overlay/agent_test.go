@@ -12,10 +12,11 @@ import (
 	"time"
 
 	"github.com/overlaylab/overlaylab/internal/loopetcd"
+	"github.com/overlaylab/overlaylab/overlay/subnet"
 	"github.com/overlaylab/overlaylab/overlay/subnetenv"
 )
 
-const defaultConfigKey = "/coreos.com/network/config"
+const defaultConfigKey = subnet.DefaultPrefix + "/config"
 
 // mustContainAll fails the test for every want missing from got.
 func mustContainAll(t *testing.T, what, got string, wants ...string) {
@@ -56,8 +57,8 @@ func TestAgentWithoutConfig(t *testing.T) {
 	cli := etcdClient(t)
 	// The default prefix is shared by nothing else in this package, but an
 	// earlier -count run may have left its malformed config behind.
-	etcdDeletePrefix(t, cli, "/coreos.com/network/")
-	t.Cleanup(func() { etcdDeletePrefix(t, cli, "/coreos.com/network/") })
+	etcdDeletePrefix(t, cli, subnet.DefaultPrefix+"/")
+	t.Cleanup(func() { etcdDeletePrefix(t, cli, subnet.DefaultPrefix+"/") })
 
 	lb := &logBuffer{}
 	opts := agentOptions(t, lb) // EtcdPrefix empty: the default applies
@@ -333,8 +334,12 @@ func TestNewDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// flanneld's values, spelled out: they are the compatibility contract.
 	if a.opts.EtcdPrefix != "/coreos.com/network" || a.opts.SubnetFile != "/run/flannel/subnet.env" || a.log == nil {
 		t.Errorf("defaults = prefix %q, subnet file %q, logger %v", a.opts.EtcdPrefix, a.opts.SubnetFile, a.log)
+	}
+	if a.opts.renewMargin() != time.Hour || a.opts.UDPMode != "fast" {
+		t.Errorf("defaults = renew margin %v, udp mode %q; want 1h and fast", a.opts.renewMargin(), a.opts.UDPMode)
 	}
 }
 
@@ -365,14 +370,16 @@ func TestRunRefusesBadOptions(t *testing.T) {
 			lb := &logBuffer{}
 			opts := agentOptions(t, lb)
 			tc.mod(&opts)
-			a, err := New(opts)
-			if err != nil {
-				t.Fatal(err)
-			}
 			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 			defer cancel()
 			start := time.Now()
-			err = a.Run(ctx)
+			// Mistakes in the values are refused by New (Options.Validate),
+			// mistakes only the system can show (files, interfaces, ports)
+			// by Run; either way at once.
+			a, err := New(opts)
+			if err == nil {
+				err = a.Run(ctx)
+			}
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("Run = %v, want an error naming %s", err, tc.want)
 			}

@@ -15,6 +15,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/overlaylab/overlaylab/internal/loopetcd"
+	"github.com/overlaylab/overlaylab/overlay/backend"
+	"github.com/overlaylab/overlaylab/overlay/config"
 )
 
 // agentEtcd is the in-process etcd every agent test talks to. Tests keep out
@@ -120,12 +122,23 @@ func agentOptions(t *testing.T, lb *logBuffer) Options {
 }
 
 // startAgent runs an agent until the test ends (or stop is called). The
-// cleanup also shows the agent's log when the test failed.
+// cleanup also shows the agent's log when the test failed. Its backends are
+// wrapped in a recorder that keeps Reconcile away from the kernel: these
+// agents run in the machine's own namespace.
 func startAgent(t *testing.T, opts Options, lb *logBuffer) *runningAgent {
+	t.Helper()
+	return startRecordedAgent(t, opts, lb, &recorder{})
+}
+
+// startRecordedAgent is startAgent with a recorder the test looks at.
+func startRecordedAgent(t *testing.T, opts Options, lb *logBuffer, rec *recorder) *runningAgent {
 	t.Helper()
 	a, err := New(opts)
 	if err != nil {
 		t.Fatalf("New: %v", err)
+	}
+	for typ, f := range a.backends {
+		a.backends[typ] = rec.wrap(f)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	ra := &runningAgent{
@@ -196,4 +209,79 @@ func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// recorder wraps the real backends: every call goes through to them except
+// Reconcile (the tests run in the machine's own namespace, whose routes are
+// not theirs to reconcile), and it records what happened when. runDrain,
+// when set, makes the datapath's Run take that long to return after its
+// context ends, like a datapath finishing its batches; runErr makes Run
+// fail at once instead.
+type recorder struct {
+	runDrain time.Duration
+	runErr   error
+
+	mu         sync.Mutex
+	running    bool
+	runEnded   time.Time
+	closes     int
+	closedAt   time.Time
+	closedLive bool // Close came while Run still ran
+	reconciles int
+}
+
+func (r *recorder) wrap(f backend.Factory) backend.Factory {
+	return func(cfg *config.Config, ext backend.External, m *backend.Metrics, o backend.Options) (backend.Backend, error) {
+		be, err := f(cfg, ext, m, o)
+		if err != nil {
+			return nil, err
+		}
+		return &recorded{Backend: be, rec: r}, nil
+	}
+}
+
+func (r *recorder) snapshot() recorder {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return recorder{running: r.running, runEnded: r.runEnded, closes: r.closes, closedAt: r.closedAt, closedLive: r.closedLive, reconciles: r.reconciles}
+}
+
+type recorded struct {
+	backend.Backend
+	rec *recorder
+}
+
+func (b *recorded) Run(ctx context.Context) error {
+	r := b.rec
+	r.mu.Lock()
+	r.running = true
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		r.running, r.runEnded = false, time.Now()
+		r.mu.Unlock()
+	}()
+	if r.runErr != nil {
+		return r.runErr
+	}
+	err := b.Backend.Run(ctx)
+	time.Sleep(r.runDrain)
+	return err
+}
+
+func (b *recorded) Close() error {
+	r := b.rec
+	r.mu.Lock()
+	r.closes++
+	r.closedAt = time.Now()
+	r.closedLive = r.closedLive || r.running
+	r.mu.Unlock()
+	return b.Backend.Close()
+}
+
+func (b *recorded) Reconcile(ctx context.Context) error {
+	b.rec.mu.Lock()
+	b.rec.reconciles++
+	b.rec.mu.Unlock()
+	return nil
 }

@@ -2,9 +2,6 @@ package overlay
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -15,17 +12,17 @@ import (
 	"strings"
 	"time"
 
-	"github.com/vishvananda/netlink"
-
 	"github.com/overlaylab/overlaylab/overlay/subnet"
 )
 
-// serveHTTP starts /healthz, /readyz and /metrics on HealthzIP:HealthzPort.
-func (a *Agent) serveHTTP(ctx context.Context) error {
+// listenHTTP binds HealthzIP:HealthzPort and returns the server for
+// /healthz, /readyz and /metrics (and /debug/pprof/ with Pprof). Binding
+// here, before anything waits, reports a taken port at once.
+func (a *Agent) listenHTTP() (*http.Server, net.Listener, error) {
 	addr := net.JoinHostPort(a.opts.HealthzIP, strconv.Itoa(a.opts.HealthzPort))
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("--healthz-port: listen on %s: %w", addr, err)
+		return nil, nil, fmt.Errorf("--healthz-port: listen on %s: %w", addr, err)
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -50,17 +47,23 @@ func (a *Agent) serveHTTP(ctx context.Context) error {
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		<-ctx.Done()
-		_ = srv.Close()
-	}()
-	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			a.log.Error("healthz server stopped", "err", err)
-		}
-	}()
 	a.log.Info("healthz listening", "addr", ln.Addr().String())
+	return &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, ln, nil
+}
+
+// serveHTTP serves until ctx is done, then closes the server and returns
+// once Serve has. A server that fails on its own is logged, not fatal: the
+// datapath does not depend on it.
+func (a *Agent) serveHTTP(ctx context.Context, srv *http.Server, ln net.Listener) error {
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	select {
+	case <-ctx.Done():
+		_ = srv.Close()
+		<-done
+	case err := <-done:
+		a.log.Error("healthz server stopped", "err", err)
+	}
 	return nil
 }
 
@@ -84,6 +87,16 @@ func (a *Agent) writeMetrics(w http.ResponseWriter) {
 	counter("overlaylab_lease_renewals_total", "Times the subnet lease was renewed.", ls.Renewals)
 	counter("overlaylab_lease_renewal_failures_total", "Failed attempts to renew the subnet lease.", ls.RenewFailures)
 	counter("overlaylab_lease_reacquired_total", "Times the lease was lost (deleted, expired) and acquired again.", ls.Reacquired)
+	var envFailures uint64
+	var envPending int64
+	if f := a.env.Load(); f != nil {
+		envFailures = f.failures.Load()
+		if f.pending.Load() {
+			envPending = 1
+		}
+	}
+	counter("overlaylab_subnet_env_write_failures_total", "Failed attempts to write subnet.env (each is retried with backoff).", envFailures)
+	gauge("overlaylab_subnet_env_pending", "1 while subnet.env does not yet say what the lease says (a write failed and is being retried).", envPending)
 	a.metrics.WritePrometheus(w)
 	// Process figures, for leak checks in soak runs.
 	gauge("overlaylab_goroutines", "Goroutines in the agent.", int64(runtime.NumGoroutine()))
@@ -110,70 +123,4 @@ func residentBytes() int64 {
 		}
 	}
 	return 0
-}
-
-// loadTLS builds the etcd client TLS config from flanneld's three files.
-func loadTLS(caFile, certFile, keyFile string) (*tls.Config, error) {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
-	if caFile != "" {
-		pem, err := os.ReadFile(caFile)
-		if err != nil {
-			return nil, fmt.Errorf("--etcd-cafile: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("--etcd-cafile %s: no PEM certificate found", caFile)
-		}
-		cfg.RootCAs = pool
-	}
-	if (certFile == "") != (keyFile == "") {
-		return nil, errors.New("--etcd-certfile and --etcd-keyfile must be given together")
-	}
-	if certFile != "" {
-		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-		if err != nil {
-			return nil, fmt.Errorf("--etcd-certfile/--etcd-keyfile: %w", err)
-		}
-		cfg.Certificates = []tls.Certificate{cert}
-	}
-	return cfg, nil
-}
-
-// defaultRouteIface returns the device of the IPv4 default route.
-func defaultRouteIface() (*net.Interface, error) {
-	routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
-	if err != nil {
-		return nil, fmt.Errorf("list routes: %w", err)
-	}
-	for _, r := range routes {
-		if (r.Dst == nil || r.Dst.IP.IsUnspecified() && isZeroMask(r.Dst.Mask)) && r.LinkIndex > 0 {
-			ifc, err := net.InterfaceByIndex(r.LinkIndex)
-			if err != nil {
-				return nil, fmt.Errorf("default route device %d: %w", r.LinkIndex, err)
-			}
-			return ifc, nil
-		}
-	}
-	// Without a default route, a host with one non-loopback interface is unambiguous.
-	ifcs, err := net.Interfaces()
-	if err != nil {
-		return nil, err
-	}
-	var cand []net.Interface
-	for _, i := range ifcs {
-		if i.Flags&net.FlagLoopback == 0 && i.Flags&net.FlagUp != 0 {
-			if _, err := firstIPv4(&i); err == nil {
-				cand = append(cand, i)
-			}
-		}
-	}
-	if len(cand) == 1 {
-		return &cand[0], nil
-	}
-	return nil, errors.New("no default route and no single up interface with an IPv4 address: pass --iface")
-}
-
-func isZeroMask(m net.IPMask) bool {
-	ones, _ := m.Size()
-	return ones == 0
 }

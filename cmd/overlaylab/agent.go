@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"os"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -13,12 +12,17 @@ import (
 	"github.com/overlaylab/overlaylab/overlay"
 )
 
+// testKnobs are environment variables that set hidden test flags when the
+// flag is not given (the command line wins, as with FLANNELD_*).
+var testKnobs = []struct{ env, flag string }{
+	{"OVERLAYLAB_LEASE_TTL", "lease-ttl"},
+	{"OVERLAYLAB_RENEW_MARGIN", "lease-renew-margin"},
+}
+
 func agentCmd() *cobra.Command {
-	var o overlay.Options
+	o := overlay.DefaultOptions()
 	var endpoints string
-	var renewMargin int
 	var verbose int
-	var leaseTTL, leaseRenew time.Duration
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Run the overlay agent on this host (flanneld's flags; each also as FLANNELD_<NAME>)",
@@ -27,57 +31,21 @@ func agentCmd() *cobra.Command {
 			if err := flagsFromEnv(cmd.Flags()); err != nil {
 				return err
 			}
+			if err := knobsFromEnv(cmd.Flags()); err != nil {
+				return err
+			}
+			o.EtcdEndpoints = splitList(endpoints)
+			// Checked before anything starts: a typo must not wait for
+			// etcd and a network config to be reported.
+			if err := o.Validate(); err != nil {
+				return err
+			}
 			level := slog.LevelInfo
 			if verbose > 0 {
 				level = slog.LevelDebug
 			}
 			o.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 			slog.SetDefault(o.Logger)
-			for _, e := range strings.Split(endpoints, ",") {
-				if e = strings.TrimSpace(e); e != "" {
-					o.EtcdEndpoints = append(o.EtcdEndpoints, e)
-				}
-			}
-			if renewMargin < 1 {
-				return fmt.Errorf("--subnet-lease-renew-margin %d: must be at least 1 minute", renewMargin)
-			}
-			o.RenewMargin = time.Duration(renewMargin) * time.Minute
-			// Hidden test knobs shorten the lease lifecycle (flanneld has no
-			// such flags; its TTL is fixed at 24 h).
-			if v := os.Getenv("OVERLAYLAB_LEASE_TTL"); v != "" {
-				d, err := time.ParseDuration(v)
-				if err != nil || d < time.Second {
-					return fmt.Errorf("OVERLAYLAB_LEASE_TTL %q: want a duration of at least 1s", v)
-				}
-				o.LeaseTTL = d
-			}
-			if v := os.Getenv("OVERLAYLAB_RENEW_MARGIN"); v != "" {
-				d, err := time.ParseDuration(v)
-				if err != nil || d <= 0 {
-					return fmt.Errorf("OVERLAYLAB_RENEW_MARGIN %q: want a positive duration", v)
-				}
-				o.RenewMargin = d
-			}
-			if leaseTTL != 0 {
-				if leaseTTL < time.Second {
-					return fmt.Errorf("--lease-ttl %s: at least 1s", leaseTTL)
-				}
-				o.LeaseTTL = leaseTTL
-			}
-			if leaseRenew != 0 {
-				o.RenewMargin = leaseRenew
-			}
-			// Checked here, not when the backend starts: a typo must not
-			// wait for etcd and a network config to be reported.
-			if o.UDPMode != "fast" && o.UDPMode != "simple" {
-				return fmt.Errorf("--udp-mode %q: use fast or simple", o.UDPMode)
-			}
-			if o.UDPWorkers < 0 || o.UDPWorkers > 1024 {
-				return fmt.Errorf("--udp-workers %d: must be 0..1024 (0 = the backend's default)", o.UDPWorkers)
-			}
-			if o.HealthzPort < 0 || o.HealthzPort > 65535 {
-				return fmt.Errorf("--healthz-port %d: must be 0..65535", o.HealthzPort)
-			}
 			a, err := overlay.New(o)
 			if err != nil {
 				return err
@@ -86,30 +54,56 @@ func agentCmd() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&endpoints, "etcd-endpoints", "http://127.0.0.1:2379", "comma-separated etcd endpoints")
-	f.StringVar(&o.EtcdPrefix, "etcd-prefix", "/coreos.com/network", "etcd prefix")
+	f.StringVar(&endpoints, "etcd-endpoints", strings.Join(o.EtcdEndpoints, ","), "comma-separated etcd endpoints")
+	f.StringVar(&o.EtcdPrefix, "etcd-prefix", o.EtcdPrefix, "etcd prefix")
 	f.StringVar(&o.EtcdCAFile, "etcd-cafile", "", "CA file for etcd TLS")
 	f.StringVar(&o.EtcdCertFile, "etcd-certfile", "", "client certificate for etcd TLS")
 	f.StringVar(&o.EtcdKeyFile, "etcd-keyfile", "", "client key for etcd TLS")
 	f.StringVar(&o.Iface, "iface", "", "interface (name or IP) for inter-host traffic; default: the default route's")
 	f.StringVar(&o.PublicIP, "public-ip", "", "IP published to peers; default: the interface's")
 	f.BoolVar(&o.IPMasq, "ip-masq", false, "masquerade traffic leaving the overlay network (nftables)")
-	f.StringVar(&o.SubnetFile, "subnet-file", "/run/flannel/subnet.env", "where to write the subnet environment")
-	f.IntVar(&renewMargin, "subnet-lease-renew-margin", 60, "renew the lease this many minutes before it expires")
-	f.StringVar(&o.HealthzIP, "healthz-ip", "0.0.0.0", "address for /healthz, /readyz and /metrics")
+	f.StringVar(&o.SubnetFile, "subnet-file", o.SubnetFile, "where to write the subnet environment")
+	f.IntVar(&o.RenewMarginMinutes, "subnet-lease-renew-margin", o.RenewMarginMinutes, "renew the lease this many minutes before it expires")
+	f.StringVar(&o.HealthzIP, "healthz-ip", o.HealthzIP, "address for /healthz, /readyz and /metrics")
 	f.IntVar(&o.HealthzPort, "healthz-port", 0, "port for /healthz, /readyz and /metrics (0 disables)")
 	f.IntVarP(&verbose, "v", "v", 0, "log verbosity (0 info, 1+ debug)")
 	f.BoolVar(&o.Pprof, "pprof", false, "serve Go profiles at /debug/pprof/ on the healthz address (needs --healthz-port)")
 	f.Int64Var(&o.SubnetSeed, "subnet-seed", 0, "seed for picking a free subnet (labs; 0 = random)")
 	_ = f.MarkHidden("subnet-seed")
 	// Test knobs, as flags so a lab or scenario can pass them per agent.
-	f.DurationVar(&leaseTTL, "lease-ttl", 0, "subnet lease TTL (tests; default 24h)")
-	f.DurationVar(&leaseRenew, "lease-renew-margin", 0, "renew this long before expiry (tests; overrides --subnet-lease-renew-margin)")
+	f.DurationVar(&o.LeaseTTL, "lease-ttl", 0, "subnet lease TTL (tests; default 24h)")
+	f.DurationVar(&o.LeaseRenewMargin, "lease-renew-margin", 0, "renew this long before expiry (tests; overrides --subnet-lease-renew-margin)")
 	_ = f.MarkHidden("lease-ttl")
 	_ = f.MarkHidden("lease-renew-margin")
-	f.StringVar(&o.UDPMode, "udp-mode", "fast", "udp backend datapath: fast (batched syscalls, TUN and UDP segmentation offloads) or simple (one packet per syscall, as flanneld); same datagrams on the wire")
-	f.IntVar(&o.UDPWorkers, "udp-workers", 0, "udp backend: parallel datapath workers (0 = the backend's default)")
+	f.StringVar(&o.UDPMode, "udp-mode", o.UDPMode, "udp backend datapath: fast (batched syscalls, TUN and UDP segmentation offloads) or simple (one packet per syscall, as flanneld); same datagrams on the wire")
+	f.IntVar(&o.UDPWorkers, "udp-workers", 0, fmt.Sprintf("udp backend: parallel datapath workers, 0..%d (0 = the backend's default)", overlay.MaxUDPWorkers))
 	return cmd
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(v string) []string {
+	var out []string
+	for _, e := range strings.Split(v, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// knobsFromEnv applies the test knobs' environment variables to flags not
+// given on the command line.
+func knobsFromEnv(fs *pflag.FlagSet) error {
+	for _, k := range testKnobs {
+		v, ok := os.LookupEnv(k.env)
+		if !ok || fs.Changed(k.flag) {
+			continue
+		}
+		if err := fs.Set(k.flag, v); err != nil {
+			return fmt.Errorf("%s %q: want a Go duration such as 10s: %w", k.env, v, err)
+		}
+	}
+	return nil
 }
 
 // flagsFromEnv applies FLANNELD_<NAME> (dashes as underscores, upper case)

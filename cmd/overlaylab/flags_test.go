@@ -4,9 +4,12 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+
+	"github.com/overlaylab/overlaylab/overlay/subnet"
 )
 
 // clearFlannelEnv unsets every FLANNELD_* and OVERLAYLAB_* variable for the
@@ -62,11 +65,11 @@ func TestFlagsFromEnvPrefix(t *testing.T) {
 		t.Errorf("--etcd-prefix /from-flag with FLANNELD_ETCD_PREFIX=/x: got %q", got)
 	}
 	// Even when the flag restates the default.
-	cmd, err = parseAgent(t, "--etcd-prefix=/coreos.com/network")
+	cmd, err = parseAgent(t, "--etcd-prefix="+subnet.DefaultPrefix)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := flagString(t, cmd, "etcd-prefix"); got != "/coreos.com/network" {
+	if got := flagString(t, cmd, "etcd-prefix"); got != subnet.DefaultPrefix {
 		t.Errorf("explicit default lost to the env: got %q", got)
 	}
 }
@@ -78,7 +81,7 @@ func TestFlagsFromEnvDefaultsUntouched(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, want := range map[string]string{
-		"etcd-prefix":    "/coreos.com/network",
+		"etcd-prefix":    "/coreos.com/network", // flanneld's: the contract, spelled out
 		"etcd-endpoints": "http://127.0.0.1:2379",
 		"subnet-file":    "/run/flannel/subnet.env",
 		"iface":          "",
@@ -187,6 +190,14 @@ func TestAgentCmdRefuses(t *testing.T) {
 		{"bad lease TTL", nil, map[string]string{"OVERLAYLAB_LEASE_TTL": "500ms"}, "OVERLAYLAB_LEASE_TTL"},
 		{"bad renew margin knob", nil, map[string]string{"OVERLAYLAB_RENEW_MARGIN": "soon"}, "OVERLAYLAB_RENEW_MARGIN"},
 		{"positional argument", []string{"extra"}, nil, "extra"},
+		{"udp workers negative", []string{"--udp-workers=-1"}, nil, "--udp-workers -1"},
+		{"udp workers too many", []string{"--udp-workers", "1025"}, nil, "--udp-workers 1025"},
+		{"udp workers from env", nil, map[string]string{"FLANNELD_UDP_WORKERS": "4096"}, "--udp-workers 4096"},
+		{"udp mode", []string{"--udp-mode", "turbo"}, nil, "--udp-mode"},
+		{"public IP", []string{"--public-ip", "host1"}, nil, "--public-ip"},
+		{"pprof without healthz", []string{"--pprof"}, nil, "--pprof"},
+		{"lease TTL flag", []string{"--lease-ttl", "100ms"}, nil, "--lease-ttl"},
+		{"cert without key", []string{"--etcd-certfile", "/nonexistent/c.pem"}, nil, "--etcd-keyfile"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			clearFlannelEnv(t)
@@ -203,5 +214,47 @@ func TestAgentCmdRefuses(t *testing.T) {
 				t.Errorf("agent %q = %v, want an error naming %s", tc.args, err, tc.want)
 			}
 		})
+	}
+}
+
+// TestTestKnobsFromEnv: OVERLAYLAB_LEASE_TTL and OVERLAYLAB_RENEW_MARGIN set
+// the hidden flags when those are not given; the command line wins.
+func TestTestKnobsFromEnv(t *testing.T) {
+	clearFlannelEnv(t)
+	t.Setenv("OVERLAYLAB_LEASE_TTL", "10s")
+	t.Setenv("OVERLAYLAB_RENEW_MARGIN", "4s")
+	cmd, err := parseAgent(t, "--lease-renew-margin", "7s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := knobsFromEnv(cmd.Flags()); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := cmd.Flags().GetDuration("lease-ttl"); v != 10*time.Second {
+		t.Errorf("--lease-ttl = %v, want 10s from OVERLAYLAB_LEASE_TTL", v)
+	}
+	if v, _ := cmd.Flags().GetDuration("lease-renew-margin"); v != 7*time.Second {
+		t.Errorf("--lease-renew-margin = %v, want 7s from the command line over OVERLAYLAB_RENEW_MARGIN", v)
+	}
+}
+
+// TestUDPWorkersFlag: --udp-workers (and FLANNELD_UDP_WORKERS) reach the
+// options; the default is 0, the backend's choice.
+func TestUDPWorkersFlag(t *testing.T) {
+	clearFlannelEnv(t)
+	cmd, err := parseAgent(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err := cmd.Flags().GetInt("udp-workers"); err != nil || v != 0 {
+		t.Errorf("--udp-workers default = %d, %v; want 0", v, err)
+	}
+	t.Setenv("FLANNELD_UDP_WORKERS", "8")
+	cmd, err = parseAgent(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := cmd.Flags().GetInt("udp-workers"); v != 8 {
+		t.Errorf("FLANNELD_UDP_WORKERS=8: --udp-workers = %d", v)
 	}
 }

@@ -9,7 +9,7 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 )
 
-const fuzzSubnetsPrefix = "/coreos.com/network/subnets/"
+const fuzzSubnetsPrefix = DefaultPrefix + "/subnets/"
 
 // FuzzLeaseJSON feeds arbitrary lease values through kvToLease, the decoder
 // the registry uses for every key it lists or watches. Whatever it accepts

@@ -55,7 +55,7 @@ var (
 
 // Options tune a Manager. The zero value gives flannel's defaults.
 type Options struct {
-	Prefix      string        // default "/coreos.com/network"
+	Prefix      string        // default DefaultPrefix
 	TTL         time.Duration // default 24h; rounded up to whole seconds (etcd's unit)
 	RenewMargin time.Duration // default 1h; renew when Expiration-now < RenewMargin
 	// Rand picks random free subnets; nil seeds one randomly. Tests and the

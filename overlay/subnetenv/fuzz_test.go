@@ -16,6 +16,8 @@ func FuzzRead(f *testing.F) {
 		"# written by flannel\n\nFLANNEL_NETWORK=10.10.0.0/16\r\nFLANNEL_SUBNET=\"10.10.3.1/24\"\nFLANNEL_MTU='1450'\nFLANNEL_IPMASQ=true\nFLANNEL_IPV6_NETWORK=fd00::/48\n",
 		"  FLANNEL_NETWORK = 0.0.0.0/0 \nFLANNEL_SUBNET=255.255.255.255/32\nFLANNEL_MTU=+65535\nFLANNEL_IPMASQ=1",
 		"FLANNEL_IPMASQ=T\nFLANNEL_MTU=1\nFLANNEL_SUBNET=10.0.0.5/8\nFLANNEL_NETWORK=10.0.0.0/8\n",
+		"FLANNEL_NETWORK=10.10.0.0/16\nFLANNEL_SUBNET=10.10.3.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\nFLANNEL_ROUTE_TABLE=1001\nFLANNEL_CT_ZONE=1001\n",
+		"FLANNEL_CT_ZONE=007\nFLANNEL_NETWORK=10.10.0.0/16\nFLANNEL_SUBNET=10.10.3.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\nFLANNEL_ROUTE_TABLE=\"4294967295\"\n",
 		// Bad ones.
 		"",
 		"FLANNEL_NETWORK=10.10.0.0/16\n",
@@ -26,6 +28,8 @@ func FuzzRead(f *testing.F) {
 		"FLANNEL_NETWORK=10.10.0.0/16\nFLANNEL_NETWORK=10.10.0.0/16\nFLANNEL_SUBNET=10.10.3.1/24\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=false\n",
 		"FLANNEL_NETWORK=10.10.0.0/16\nFLANNEL_SUBNET=10.10.3.1/24\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=maybe\n",
 		"FLANNEL_NETWORK=10.10.0.0/16\nFLANNEL_SUBNET=::ffff:10.10.3.1/120\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=false\n",
+		"FLANNEL_NETWORK=10.10.0.0/16\nFLANNEL_SUBNET=10.10.3.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\nFLANNEL_ROUTE_TABLE=255\n",
+		"FLANNEL_NETWORK=10.10.0.0/16\nFLANNEL_SUBNET=10.10.3.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\nFLANNEL_CT_ZONE=0\n",
 		"no equals sign\n",
 		"FLANNEL_NETWORK=\"10.10.0.0/16'\n",
 		"\x00\xff=\n",
@@ -52,7 +56,8 @@ func FuzzRead(f *testing.F) {
 			return
 		}
 		if !e.Network.IsValid() || !e.Network.Addr().Is4() || e.Network.Masked() != e.Network ||
-			!e.Subnet.IsValid() || !e.Subnet.Addr().Is4() || e.MTU < 1 || e.MTU > 65535 {
+			!e.Subnet.IsValid() || !e.Subnet.Addr().Is4() || e.MTU < 1 || e.MTU > 65535 ||
+			(e.RouteTable >= 253 && e.RouteTable <= 255) {
 			t.Fatalf("Read accepted an Env that breaks its own rules: %+v\ninput: %q", e, data)
 		}
 

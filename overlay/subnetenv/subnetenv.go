@@ -21,6 +21,23 @@ const (
 	KeySubnet  = "FLANNEL_SUBNET"
 	KeyMTU     = "FLANNEL_MTU"
 	KeyIPMasq  = "FLANNEL_IPMASQ"
+	// KeyRouteTable and KeyCTZone are written by a multi-network agent
+	// (--networks) only: the kernel routing table the network is routed in
+	// and its conntrack zone. The container runtime puts the network's
+	// bridge into the same table and zone. Optional when reading.
+	KeyRouteTable = "FLANNEL_ROUTE_TABLE"
+	KeyCTZone     = "FLANNEL_CT_ZONE"
+)
+
+// Limits of the optional keys.
+const (
+	// MaxRouteTable is the largest routing table id (a u32; 0 is no table).
+	// 253..255 are the kernel's default, main and local tables: a network
+	// never gets those.
+	MaxRouteTable = 1<<32 - 1
+	// MaxCTZone is the largest conntrack zone (a u16; 0 is the default
+	// zone every packet starts in, so a network never gets it).
+	MaxCTZone = 1<<16 - 1
 )
 
 // Env is the content of subnet.env.
@@ -32,6 +49,10 @@ type Env struct {
 	Subnet netip.Prefix
 	MTU    int
 	IPMasq bool
+	// RouteTable and CTZone are FLANNEL_ROUTE_TABLE and FLANNEL_CT_ZONE;
+	// zero means the key is absent (a single-network agent, or flannel).
+	RouteTable uint32
+	CTZone     uint16
 }
 
 // SubnetFromLease turns a leased subnet (10.10.3.0/24) into the form written
@@ -51,6 +72,12 @@ func Render(e Env) []byte {
 	fmt.Fprintf(&b, "%s=%s\n", KeySubnet, e.Subnet)
 	fmt.Fprintf(&b, "%s=%d\n", KeyMTU, e.MTU)
 	fmt.Fprintf(&b, "%s=%t\n", KeyIPMasq, e.IPMasq)
+	if e.RouteTable != 0 {
+		fmt.Fprintf(&b, "%s=%d\n", KeyRouteTable, e.RouteTable)
+	}
+	if e.CTZone != 0 {
+		fmt.Fprintf(&b, "%s=%d\n", KeyCTZone, e.CTZone)
+	}
 	return b.Bytes()
 }
 
@@ -103,8 +130,9 @@ func Write(path string, e Env) (err error) {
 }
 
 // Read parses a subnet.env file. Blank lines and # comments are skipped,
-// unknown keys (e.g. flannel's FLANNEL_IPV6_*) are ignored, and all four keys
-// that Render writes are required.
+// unknown keys (e.g. flannel's FLANNEL_IPV6_*) are ignored, flannel's four
+// keys are required and the multi-network keys (FLANNEL_ROUTE_TABLE,
+// FLANNEL_CT_ZONE) are optional.
 func Read(path string) (Env, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -135,7 +163,7 @@ func parse(path string, data []byte) (Env, error) {
 			return fmt.Errorf("%s:%d: %s %q: %s", path, n, key, val, rule)
 		}
 		switch key {
-		case KeyNetwork, KeySubnet, KeyMTU, KeyIPMasq:
+		case KeyNetwork, KeySubnet, KeyMTU, KeyIPMasq, KeyRouteTable, KeyCTZone:
 		default:
 			continue
 		}
@@ -168,6 +196,18 @@ func parse(path string, data []byte) (Env, error) {
 				return Env{}, bad("want true or false")
 			}
 			e.IPMasq = b
+		case KeyRouteTable:
+			n, err := strconv.ParseUint(val, 10, 32)
+			if err != nil || n == 0 || isReservedTable(n) {
+				return Env{}, bad(fmt.Sprintf("want a routing table id 1..%d other than 253, 254, 255", uint64(MaxRouteTable)))
+			}
+			e.RouteTable = uint32(n)
+		case KeyCTZone:
+			n, err := strconv.ParseUint(val, 10, 16)
+			if err != nil || n == 0 {
+				return Env{}, bad(fmt.Sprintf("want a conntrack zone 1..%d", MaxCTZone))
+			}
+			e.CTZone = uint16(n)
 		}
 	}
 	if err := sc.Err(); err != nil {
@@ -180,6 +220,10 @@ func parse(path string, data []byte) (Env, error) {
 	}
 	return e, nil
 }
+
+// isReservedTable: the kernel's default (253), main (254) and local (255)
+// tables are shared by everything on the host, never a network's own.
+func isReservedTable(n uint64) bool { return n >= 253 && n <= 255 }
 
 // unquote strips one pair of matching quotes: the file is shell-sourced, so a
 // hand-edited value may carry them.

@@ -149,3 +149,52 @@ func TestReadErrors(t *testing.T) {
 		t.Fatalf("Read of a missing file: %v, want ErrNotExist", err)
 	}
 }
+
+// TestTenantKeys: a multi-network agent's file carries FLANNEL_ROUTE_TABLE
+// and FLANNEL_CT_ZONE after flannel's four keys; they survive a round trip,
+// and a file without them (flannel's, or a single-network agent's) reads
+// as zero, which Render leaves out again.
+func TestTenantKeys(t *testing.T) {
+	e := sample
+	e.RouteTable, e.CTZone = 1001, 1001
+	const want = "FLANNEL_NETWORK=10.10.0.0/16\nFLANNEL_SUBNET=10.10.3.1/24\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=false\n" +
+		"FLANNEL_ROUTE_TABLE=1001\nFLANNEL_CT_ZONE=1001\n"
+	if got := string(Render(e)); got != want {
+		t.Fatalf("Render\n got %q\nwant %q", got, want)
+	}
+	path := filepath.Join(t.TempDir(), "red.env")
+	if err := Write(path, e); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Read(path)
+	if err != nil || got != e {
+		t.Fatalf("Read = %+v, %v; want %+v", got, err, e)
+	}
+	// Either key alone, at the edges of its range, in any order.
+	got, err = parse("f.env", []byte("FLANNEL_CT_ZONE=65535\n"+string(Render(sample))+"FLANNEL_ROUTE_TABLE=4294967295\n"))
+	if err != nil || got.CTZone != 65535 || got.RouteTable != 4294967295 {
+		t.Fatalf("edges: %+v, %v", got, err)
+	}
+	got, err = parse("f.env", Render(sample))
+	if err != nil || got.RouteTable != 0 || got.CTZone != 0 {
+		t.Fatalf("without the keys: %+v, %v; want zero table and zone", got, err)
+	}
+
+	full := string(Render(sample))
+	for _, tc := range []struct{ line, want string }{
+		{"FLANNEL_ROUTE_TABLE=0", `f.env:5: FLANNEL_ROUTE_TABLE "0": want a routing table id`},
+		{"FLANNEL_ROUTE_TABLE=254", `f.env:5: FLANNEL_ROUTE_TABLE "254": want a routing table id 1..4294967295 other than 253, 254, 255`},
+		{"FLANNEL_ROUTE_TABLE=4294967296", `f.env:5: FLANNEL_ROUTE_TABLE "4294967296"`},
+		{"FLANNEL_ROUTE_TABLE=main", `f.env:5: FLANNEL_ROUTE_TABLE "main"`},
+		{"FLANNEL_CT_ZONE=0", `f.env:5: FLANNEL_CT_ZONE "0": want a conntrack zone 1..65535`},
+		{"FLANNEL_CT_ZONE=65536", `f.env:5: FLANNEL_CT_ZONE "65536"`},
+		{"FLANNEL_CT_ZONE=-1", `f.env:5: FLANNEL_CT_ZONE "-1"`},
+	} {
+		if _, err := parse("f.env", []byte(full+tc.line+"\n")); err == nil || !strings.HasPrefix(err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want prefix %q", tc.line, err, tc.want)
+		}
+	}
+	if _, err := parse("f.env", []byte(full+"FLANNEL_CT_ZONE=7\nFLANNEL_CT_ZONE=7\n")); err == nil || !strings.Contains(err.Error(), "duplicate key") {
+		t.Errorf("duplicate FLANNEL_CT_ZONE: %v", err)
+	}
+}
