@@ -162,16 +162,6 @@ func parseAgents(s *plan.Spec, flags []string) error {
 	return nil
 }
 
-func splitList(s string) []string {
-	var out []string
-	for _, e := range strings.Split(s, ",") {
-		if e = strings.TrimSpace(e); e != "" {
-			out = append(out, e)
-		}
-	}
-	return out
-}
-
 func downCmd() *cobra.Command {
 	var name, root string
 	var all bool

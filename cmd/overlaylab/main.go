@@ -30,7 +30,7 @@ func main() {
 	root.Version = version()
 	root.SetVersionTemplate("overlaylab {{.Version}}\n")
 	root.AddCommand(agentCmd(), upCmd(), downCmd(), statusCmd(), execCmd(), killCmd(), startCmd(), hostCmd(), etcdCtlCmd(),
-		runCmd(), validateCmd(), etcdMemberCmd(), etcdProxyCmd(), benchCmd())
+		runCmd(), validateCmd(), etcdMemberCmd(), etcdProxyCmd(), linkemCmd(), benchCmd())
 	err := root.ExecuteContext(ctx)
 	stop()
 	var ee exitError

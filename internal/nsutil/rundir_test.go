@@ -25,12 +25,14 @@ func inPrivateMountNS(t *testing.T) bool {
 	t.Helper()
 	skipUnlessRoot(t)
 	if os.Getenv(envPrivate) == "1" {
-		// Start from a RunDir that is not a mount point, as on a machine
-		// where no tool has bound a namespace yet.
-		for makeShared() == nil {
-			if err := unix.Unmount(RunDir, unix.MNT_DETACH); err != nil {
-				t.Fatalf("unmount %s: %v", RunDir, err)
-			}
+		// Start from a fresh /run whose RunDir is not a mount point, as on
+		// a machine where no tool has bound a namespace yet, and which
+		// holds none of the machine's other names.
+		if err := unix.Mount("tmpfs", "/run", "tmpfs", 0, ""); err != nil {
+			t.Fatalf("mount a tmpfs on /run: %v", err)
+		}
+		if err := os.MkdirAll(RunDir, 0o755); err != nil {
+			t.Fatal(err)
 		}
 		return true
 	}
