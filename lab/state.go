@@ -104,6 +104,8 @@ type HostState struct {
 	AgentLog   string           `json:"agentLog"`
 	AgentArgs  []string         `json:"agentArgs,omitempty"`
 	Containers []ContainerState `json:"containers"`
+	// Impair is the host link's active impairment, if any.
+	Impair *ImpairState `json:"impair,omitempty"`
 }
 
 // AgentState is which agent a host runs and every PID the lab started it as.

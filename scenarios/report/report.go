@@ -418,6 +418,10 @@ type htmlView struct {
 	Steps    []htmlStep
 	Chart    chartView
 	Expects  []htmlExpect
+	// Agents says which agents ran ("overlaylab" or per host), HostAgents
+	// lists them when the hosts differ.
+	Agents     string
+	HostAgents []TopologyHost
 }
 
 type htmlExpectLink struct {
@@ -434,6 +438,7 @@ type htmlExpect struct {
 	ID       string
 	Interval string
 	Grid     *htmlMatrix // the Matrix, laid out
+	Plot     *flowPlot   // the Flow, laid out
 }
 
 type htmlMatrix struct {
@@ -464,6 +469,7 @@ func newHTMLView(r *Result) *htmlView {
 	if !r.Started.IsZero() {
 		v.Started = r.Started.Format("2006-01-02 15:04:05 MST")
 	}
+	v.Agents, v.HostAgents = agentsOf(&r.Topology)
 	for _, s := range r.Timeline {
 		if s.Error != "" {
 			v.StepErrs++
@@ -479,6 +485,7 @@ func newHTMLView(r *Result) *htmlView {
 		if e.Matrix != nil {
 			he.Grid = newHTMLMatrix(e.Matrix)
 		}
+		he.Plot = layoutFlow(e.Flow)
 		if e.Passed {
 			v.Passed++
 		} else {
@@ -886,4 +893,71 @@ func niceStep(span time.Duration, n int) time.Duration {
 		}
 	}
 	return max(d, time.Microsecond)
+}
+
+// agentsOf names the agents of a run: one line when every host ran the same
+// binary, else a table of hosts.
+func agentsOf(t *Topology) (string, []TopologyHost) {
+	seen := map[string]bool{}
+	var names []string
+	for _, h := range t.Hosts {
+		a := h.Agent.Path
+		if a == "" {
+			continue
+		}
+		label := filepath.Base(a) + " " + h.Agent.Version
+		if !seen[label] {
+			seen[label] = true
+			names = append(names, label)
+		}
+	}
+	if len(names) <= 1 {
+		return strings.Join(names, ""), nil
+	}
+	return strings.Join(names, "; "), t.Hosts
+}
+
+// flowPlot is a flow's bytes over time, laid out as SVG.
+type flowPlot struct {
+	W, H, X0, X1, Y0, Y1, TickY, TopY int
+	Points, DurLabel, BytesLabel      string
+	Stalls                            []flowStall
+}
+
+type flowStall struct {
+	X, W, H int
+	Title   string
+}
+
+func layoutFlow(f *FlowResult) *flowPlot {
+	if f == nil || len(f.Samples) == 0 || f.Duration <= 0 {
+		return nil
+	}
+	p := &flowPlot{W: 720, H: 180, X0: 70, X1: 700, Y0: 150, Y1: 14, TickY: 168, TopY: 20}
+	maxB := max(f.Bytes, 1)
+	x := func(d time.Duration) int { return p.X0 + int(float64(p.X1-p.X0)*float64(d)/float64(f.Duration)) }
+	y := func(b int64) int { return p.Y0 - int(float64(p.Y0-p.Y1)*float64(b)/float64(maxB)) }
+	pts := []string{fmt.Sprintf("%d,%d", p.X0, p.Y0)}
+	// The longest stretch with no new byte: from the last sample that
+	// moved to each later one that did not.
+	var longest struct{ from, to time.Duration }
+	moved := FlowSample{}
+	for _, s := range f.Samples {
+		pts = append(pts, fmt.Sprintf("%d,%d", x(s.At), y(s.Bytes)))
+		if s.Bytes != moved.Bytes {
+			moved = s
+			continue
+		}
+		if s.At-moved.At > longest.to-longest.from {
+			longest.from, longest.to = moved.At, s.At
+		}
+	}
+	p.Points = strings.Join(pts, " ")
+	p.DurLabel = shortDur(f.Duration)
+	p.BytesLabel = fmt.Sprintf("%.1f MB", float64(f.Bytes)/1e6)
+	if longest.to > longest.from && f.MaxStall > 0 {
+		p.Stalls = []flowStall{{X: x(longest.from), W: max(x(longest.to)-x(longest.from), 1), H: p.Y0 - p.Y1,
+			Title: fmt.Sprintf("no bytes from +%s to +%s", shortDur(longest.from), shortDur(longest.to))}}
+	}
+	return p
 }

@@ -89,6 +89,24 @@ type ExpectResult struct {
 	Matrix *MatrixResult `json:"matrix,omitempty"`
 	// Pcap is the capture of the check's window (relative path), if kept.
 	Pcap string `json:"pcap,omitempty"`
+	// Flow is set for flow checks: what the receiver saw over time.
+	Flow *FlowResult `json:"flow,omitempty"`
+}
+
+// FlowResult is a long-lived flow as its receiver saw it.
+type FlowResult struct {
+	Proto    string        `json:"proto"`
+	Bytes    int64         `json:"bytes"`
+	Duration time.Duration `json:"durationNs"`
+	MaxStall time.Duration `json:"maxStallNs"`
+	Broken   string        `json:"broken,omitempty"`
+	Samples  []FlowSample  `json:"samples"`
+}
+
+// FlowSample is the bytes received by a moment of the flow.
+type FlowSample struct {
+	At    time.Duration `json:"atNs"`
+	Bytes int64         `json:"bytes"`
 }
 
 // MatrixResult is a ping matrix: rows are sources, columns targets, in

@@ -54,7 +54,10 @@ func (r *runner) expect(ctx context.Context, e *scenarios.Expectation) report.Ex
 	case scenarios.KindEncap:
 		pass, msg, res.Pcap = r.checkEncap(ctx, e, end)
 	default:
-		pass, msg = r.retry(ctx, e, end)
+		var measured bool
+		if pass, msg, measured = r.measured(ctx, e, end, &res); !measured {
+			pass, msg = r.retry(ctx, e, end)
+		}
 	}
 	res.End = r.since()
 	res.Passed, res.Message = pass, msg
@@ -113,9 +116,13 @@ func (r *runner) retry(ctx context.Context, e *scenarios.Expectation, end <-chan
 			return r.checkLease(ctx, st, e.Lease)
 		case scenarios.KindRoute:
 			return r.checkRoute(st, e.Route)
-		default:
+		case scenarios.KindAgent:
 			return r.checkAgent(ctx, st, e.Agent)
 		}
+		if pass, msg, ok := r.state(ctx, st, e); ok {
+			return pass, msg
+		}
+		return false, fmt.Sprintf("no check for %s", e.Kind)
 	}
 	if end != nil {
 		for {
@@ -192,26 +199,40 @@ func (r *runner) checkRoute(st *lab.State, c *scenarios.RouteCheck) (bool, strin
 		}
 		dst = p
 	}
-	routes, err := lab.Routes(h.Netns)
+	via := c.Via
+	if c.ViaPeer != "" {
+		p, ok := st.Host(c.ViaPeer)
+		if !ok {
+			return false, fmt.Sprintf("peer %s is not in the lab", c.ViaPeer)
+		}
+		via = netip.MustParseAddr(p.UnderlayIP)
+	}
+	table, err := lab.RouteTable(h.Netns)
 	if err != nil {
 		return false, err.Error()
 	}
 	var found string
-	for _, rt := range routes {
-		if strings.HasPrefix(rt, dst.String()+" ") || rt == dst.String() {
-			found = rt
+	var all []string
+	for _, rt := range table {
+		all = append(all, rt.String())
+		if rt.Dst == dst && (!via.IsValid() || rt.Gw == via) {
+			found = rt.String()
 		}
+	}
+	what := dst.String()
+	if via.IsValid() {
+		what += " via " + via.String()
 	}
 	if c.Present {
 		if found == "" {
-			return false, fmt.Sprintf("no route to %s on %s; routes: %s", dst, c.Host, strings.Join(routes, "; "))
+			return false, fmt.Sprintf("no route to %s on %s; routes: %s", what, c.Host, strings.Join(all, "; "))
 		}
 		return true, fmt.Sprintf("%s has %q", c.Host, found)
 	}
 	if found != "" {
 		return false, fmt.Sprintf("%s still has %q", c.Host, found)
 	}
-	return true, fmt.Sprintf("%s has no route to %s", c.Host, dst)
+	return true, fmt.Sprintf("%s has no route to %s", c.Host, what)
 }
 
 func (r *runner) checkAgent(ctx context.Context, st *lab.State, c *scenarios.AgentCheck) (bool, string) {
@@ -295,7 +316,7 @@ func (r *runner) checkPing(ctx context.Context, e *scenarios.Expectation, end <-
 			cancel()
 		}()
 		var counts *lab.Counts
-		counts, err = lab.Probe(wctx, eps, pair, lab.ProbeOptions{Interval: 200 * time.Millisecond})
+		counts, err = lab.Probe(wctx, eps, pair, lab.ProbeOptions{Interval: 200 * time.Millisecond, Size: c.Size, DF: c.DF})
 		cancel()
 		m = lab.Judge(eps, pair, counts, w)
 	} else {
@@ -307,7 +328,7 @@ func (r *runner) checkPing(ctx context.Context, e *scenarios.Expectation, end <-
 			}
 			wctx, cancel := context.WithTimeout(ctx, round)
 			var counts *lab.Counts
-			counts, err = lab.Probe(wctx, eps, pair, lab.ProbeOptions{Interval: 100 * time.Millisecond})
+			counts, err = lab.Probe(wctx, eps, pair, lab.ProbeOptions{Interval: 100 * time.Millisecond, Size: c.Size, DF: c.DF})
 			cancel()
 			m = lab.Judge(eps, pair, counts, w)
 			if (err == nil && m.OK()) || !time.Now().Before(deadline) || ctx.Err() != nil {

@@ -113,6 +113,18 @@ func stepDetail(s *scenarios.Step) string {
 		if s.NoWait {
 			return "not waiting for ready"
 		}
+	case scenarios.ActionImpair:
+		return s.Impair.String()
+	case scenarios.ActionLinkMTU:
+		return fmt.Sprintf("mtu %d", s.MTU)
+	case scenarios.ActionEtcdWipe:
+		if s.KeepConfig {
+			return "keeping the network config"
+		}
+	case scenarios.ActionOffload:
+		return offloadDetail(s.Offload)
+	case scenarios.ActionAgentUpgrade:
+		return s.Binary
 	}
 	return ""
 }
@@ -173,7 +185,7 @@ func (r *runner) do(ctx context.Context, s *scenarios.Step) error {
 	case scenarios.ActionConfigSet:
 		return l.PutConfig(ctx, "", s.Config)
 	}
-	return fmt.Errorf("unknown action %q", s.Action)
+	return r.doMore(ctx, s)
 }
 
 func (r *runner) hostAdd(ctx context.Context, s *scenarios.Step) error {
