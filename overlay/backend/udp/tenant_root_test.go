@@ -55,7 +55,7 @@ func TestTwoNetworksOwnDevices(t *testing.T) {
 			}
 		}()
 		for _, n := range []struct {
-			name, mode string
+			name, mode  string
 			port, table int
 		}{{"red", "simple", 8285, 1001}, {"blue", "fast", 8286, 1002}} {
 			cfg := &config.Config{Network: netip.MustParsePrefix("10.10.0.0/16"), SubnetLen: 24, Backend: config.Backend{Type: config.BackendUDP, Port: n.port}}
