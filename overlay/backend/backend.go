@@ -66,6 +66,21 @@ type Options struct {
 	// Workers is the number of parallel datapath workers for backends that
 	// have them; 0 = the backend's default.
 	Workers int
+
+	// The rest is set only in multi-network mode (--networks), where one
+	// agent serves several networks that may overlap.
+
+	// Network is the network's name ("" in single-network mode). Kernel
+	// objects that would otherwise clash between two networks of one agent
+	// carry it (the vxlan admission table).
+	Network string
+	// Table is the routing table the backend puts its routes in; 0 is the
+	// main table (single-network mode). With a table, a backend with a
+	// device of its own (vxlan, udp) also routes the whole Network through
+	// that device in the table, and never puts a route into main.
+	Table int
+	// DeviceName names the udp backend's TUN device ("" = flannel0).
+	DeviceName string
 }
 
 // Factory makes a backend for a network config.

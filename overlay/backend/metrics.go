@@ -41,16 +41,45 @@ func (m *Metrics) Drop(r DropReason) { m.drops[r].Add(1) }
 func (m *Metrics) Dropped(r DropReason) uint64 { return m.drops[r].Load() }
 
 // WritePrometheus writes the counters in Prometheus text format.
-func (m *Metrics) WritePrometheus(w io.Writer) {
-	counter := func(name, help string, v uint64) {
-		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n%s %d\n", name, help, name, name, v)
+func (m *Metrics) WritePrometheus(w io.Writer) { WritePrometheusAll(w, []Labeled{{M: m}}) }
+
+// Labeled is one network's counters and the label pair that names the
+// network on every sample (`network="red"`); "" for the only network of a
+// single-network agent, whose samples carry no label.
+type Labeled struct {
+	Label string
+	M     *Metrics
+}
+
+// WritePrometheusAll writes the counters of several networks, each metric's
+// HELP and TYPE once and then one sample per network.
+func WritePrometheusAll(w io.Writer, ms []Labeled) {
+	family := func(name, help string, v func(*Metrics) uint64) {
+		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n", name, help, name)
+		for _, l := range ms {
+			fmt.Fprintf(w, "%s%s %d\n", name, braces(l.Label), v(l.M))
+		}
 	}
-	counter("overlaylab_encap_packets_total", "Packets encapsulated towards peers.", m.EncapPackets.Load())
-	counter("overlaylab_encap_bytes_total", "Inner bytes encapsulated towards peers.", m.EncapBytes.Load())
-	counter("overlaylab_decap_packets_total", "Packets decapsulated from peers.", m.DecapPackets.Load())
-	counter("overlaylab_decap_bytes_total", "Inner bytes decapsulated from peers.", m.DecapBytes.Load())
+	family("overlaylab_encap_packets_total", "Packets encapsulated towards peers.", func(m *Metrics) uint64 { return m.EncapPackets.Load() })
+	family("overlaylab_encap_bytes_total", "Inner bytes encapsulated towards peers.", func(m *Metrics) uint64 { return m.EncapBytes.Load() })
+	family("overlaylab_decap_packets_total", "Packets decapsulated from peers.", func(m *Metrics) uint64 { return m.DecapPackets.Load() })
+	family("overlaylab_decap_bytes_total", "Inner bytes decapsulated from peers.", func(m *Metrics) uint64 { return m.DecapBytes.Load() })
 	fmt.Fprintf(w, "# HELP overlaylab_dropped_packets_total Packets dropped by the datapath, by reason.\n# TYPE overlaylab_dropped_packets_total counter\n")
-	for r := DropReason(0); r < dropReasons; r++ {
-		fmt.Fprintf(w, "overlaylab_dropped_packets_total{reason=%q} %d\n", r.String(), m.drops[r].Load())
+	for _, l := range ms {
+		sep := ""
+		if l.Label != "" {
+			sep = l.Label + ","
+		}
+		for r := DropReason(0); r < dropReasons; r++ {
+			fmt.Fprintf(w, "overlaylab_dropped_packets_total{%sreason=%q} %d\n", sep, r.String(), l.M.drops[r].Load())
+		}
 	}
+}
+
+// braces wraps a non-empty label list for a sample line.
+func braces(labels string) string {
+	if labels == "" {
+		return ""
+	}
+	return "{" + labels + "}"
 }

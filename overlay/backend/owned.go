@@ -23,14 +23,22 @@ const RouteProtocol netlink.RouteProtocol = 77
 // An interrupted dump gives what it read: Reconcile then misses a stale
 // route until its next run, but never removes a route it did not see.
 func OwnedRoutes(ifindex int) ([]netlink.Route, error) {
-	filter := &netlink.Route{Protocol: RouteProtocol, Table: unix.RT_TABLE_MAIN, LinkIndex: ifindex}
+	return OwnedRoutesIn(unix.RT_TABLE_MAIN, ifindex)
+}
+
+// OwnedRoutesIn is OwnedRoutes for the routing table table (0 = main).
+func OwnedRoutesIn(table, ifindex int) ([]netlink.Route, error) {
+	if table == 0 {
+		table = unix.RT_TABLE_MAIN
+	}
+	filter := &netlink.Route{Protocol: RouteProtocol, Table: table, LinkIndex: ifindex}
 	mask := uint64(netlink.RT_FILTER_PROTOCOL | netlink.RT_FILTER_TABLE)
 	if ifindex != 0 {
 		mask |= netlink.RT_FILTER_OIF
 	}
 	rs, err := netlink.RouteListFiltered(netlink.FAMILY_V4, filter, mask)
 	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
-		return nil, fmt.Errorf("list routes with protocol %d: %w", RouteProtocol, err)
+		return nil, fmt.Errorf("list routes with protocol %d in table %d: %w", RouteProtocol, table, err)
 	}
 	return rs, nil
 }

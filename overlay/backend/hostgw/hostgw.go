@@ -33,14 +33,21 @@ type HostGW struct {
 	cfg *config.Config
 	ext backend.External
 	log *slog.Logger
+	// table is where the routes go: 0 (main) for a single-network agent,
+	// the network's own table for one of several (backend.Options.Table).
+	table int
 
 	mu     sync.Mutex
 	routes map[netip.Prefix]*netlink.Route
 }
 
 // New is the backend.Factory for "host-gw".
-func New(cfg *config.Config, ext backend.External, _ *backend.Metrics, _ backend.Options) (backend.Backend, error) {
-	return &HostGW{cfg: cfg, ext: ext, log: slog.Default().With("backend", "host-gw"), routes: map[netip.Prefix]*netlink.Route{}}, nil
+func New(cfg *config.Config, ext backend.External, _ *backend.Metrics, o backend.Options) (backend.Backend, error) {
+	log := slog.Default().With("backend", "host-gw")
+	if o.Network != "" {
+		log = log.With("network", o.Network)
+	}
+	return &HostGW{cfg: cfg, ext: ext, log: log, table: o.Table, routes: map[netip.Prefix]*netlink.Route{}}, nil
 }
 
 // Prepare publishes the backend type; containers keep the external MTU.
@@ -76,7 +83,7 @@ func (h *HostGW) AddPeer(ctx context.Context, l subnet.Lease) error {
 	if err := h.onLink(l.Attrs.PublicIP); err != nil {
 		return fmt.Errorf("peer %s skipped: %w", l.Subnet, err)
 	}
-	r := peerRoute(h.ext.Iface.Index, l)
+	r := peerRoute(h.ext.Iface.Index, h.table, l)
 	if err := netlink.RouteReplace(r); err != nil {
 		return fmt.Errorf("route %s via %s: %w", l.Subnet, l.Attrs.PublicIP, err)
 	}
@@ -101,12 +108,13 @@ func (h *HostGW) RemovePeer(ctx context.Context, l subnet.Lease) error {
 	return nil
 }
 
-// Reconcile deletes the routes marked as the agent's (on any device: an
-// earlier run may have used another interface) that no current peer holds.
+// Reconcile deletes the routes marked as the agent's in its table (on any
+// device: an earlier run may have used another interface) that no current
+// peer holds.
 func (h *HostGW) Reconcile(ctx context.Context) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	owned, err := backend.OwnedRoutes(0)
+	owned, err := backend.OwnedRoutesIn(h.table, 0)
 	if err != nil {
 		return fmt.Errorf("host-gw reconcile: %w", err)
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/overlaylab/overlaylab/internal/nsutil"
 	"github.com/overlaylab/overlaylab/overlay/backend"
@@ -135,4 +136,55 @@ func routes(t *testing.T, in func(func() error)) string {
 		return nil
 	})
 	return b.String()
+}
+
+// TestReconcileInTable: a host-gw network of a multi-network agent routes
+// its peers in its own table (none in main), and its Reconcile keeps the
+// table's unreachable default, which the agent's tenancy put there.
+func TestReconcileInTable(t *testing.T) {
+	in := unitNetns(t, "ol-e2etn9-u-hostgw")
+	cfg, err := config.Parse([]byte(`{"Network":"10.10.0.0/16","Backend":{"Type":"host-gw"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	h2, h3 := lease("10.10.2.0/24", "192.168.90.2", "host-gw"), lease("10.10.3.0/24", "192.168.90.3", "host-gw")
+	var be backend.Backend
+	in(func() error {
+		ifc, err := net.InterfaceByName("ext0")
+		if err != nil {
+			return err
+		}
+		ip := netip.MustParseAddr("192.168.90.1")
+		if be, err = New(cfg, backend.External{Iface: ifc, PublicIP: ip, LocalIP: ip}, &backend.Metrics{}, backend.Options{Network: "red", Table: 1001}); err != nil {
+			return err
+		}
+		for _, p := range []subnet.Lease{h2, h3} {
+			if err := be.AddPeer(ctx, p); err != nil {
+				return err
+			}
+		}
+		if err := be.RemovePeer(ctx, h3); err != nil {
+			return err
+		}
+		return netlink.RouteAdd(&netlink.Route{Table: 1001, Type: unix.RTN_UNREACHABLE, Protocol: backend.RouteProtocol,
+			Dst: &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}})
+	})
+	if got := routes(t, in); strings.Contains(got, "10.10.") {
+		t.Errorf("main table holds a network's routes:\n%s", got)
+	}
+	in(func() error { return be.Reconcile(ctx) })
+	var table []string
+	in(func() error {
+		rs, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: 1001}, netlink.RT_FILTER_TABLE)
+		for _, r := range rs {
+			table = append(table, fmt.Sprintf("%s type %d via %s proto %d", r.Dst, r.Type, r.Gw, int(r.Protocol)))
+		}
+		return err
+	})
+	got := strings.Join(table, "\n")
+	if len(table) != 2 || !strings.Contains(got, "10.10.2.0/24 type 1 via 192.168.90.2 proto 77") ||
+		!strings.Contains(got, fmt.Sprintf("type %d", unix.RTN_UNREACHABLE)) {
+		t.Errorf("table 1001 after Reconcile = \n%s\nwant h2's route and the unreachable default", got)
+	}
 }

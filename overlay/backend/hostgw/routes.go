@@ -6,6 +6,7 @@ import (
 	"net/netip"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/overlaylab/overlaylab/overlay/backend"
 	"github.com/overlaylab/overlaylab/overlay/config"
@@ -38,24 +39,30 @@ func directlyReachable(lookup []netlink.Route, ifindex int) bool {
 }
 
 // peerRoute is the route for a peer: its subnet via its PublicIP on the
-// external interface, marked as the agent's.
-func peerRoute(ifindex int, l subnet.Lease) *netlink.Route {
+// external interface, marked as the agent's, in table (0 = main).
+func peerRoute(ifindex, table int, l subnet.Lease) *netlink.Route {
 	return &netlink.Route{
 		LinkIndex: ifindex,
 		Dst:       &net.IPNet{IP: l.Subnet.Masked().Addr().AsSlice(), Mask: net.CIDRMask(l.Subnet.Bits(), 32)},
 		Gw:        l.Attrs.PublicIP.AsSlice(),
+		Table:     table,
 		Protocol:  backend.RouteProtocol,
 	}
 }
 
 // staleRoutes picks, among the routes the agent owns (already filtered by
 // its route protocol), those that no current peer route matches exactly in
-// destination, gateway and device.
+// destination, gateway and device. Only unicast routes are host-gw's: a
+// network's table also holds the agent's unreachable default, which is
+// not a peer's.
 func staleRoutes(owned []netlink.Route, want map[netip.Prefix]*netlink.Route) []netlink.Route {
 	var stale []netlink.Route
 	for _, r := range owned {
 		if r.Protocol != backend.RouteProtocol {
 			continue // not ours, whatever the caller's filter let through
+		}
+		if r.Type != unix.RTN_UNICAST && r.Type != 0 {
+			continue // unreachable, blackhole, ...: not a peer route
 		}
 		if !justified(r, want) {
 			stale = append(stale, r)

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/overlaylab/overlaylab/overlay/backend"
 	"github.com/overlaylab/overlaylab/overlay/subnet"
@@ -67,7 +68,7 @@ func TestDirectlyReachable(t *testing.T) {
 }
 
 func TestPeerRoute(t *testing.T) {
-	r := peerRoute(7, lease("10.10.3.0/24", "192.168.77.3", "host-gw"))
+	r := peerRoute(7, 0, lease("10.10.3.0/24", "192.168.77.3", "host-gw"))
 	if r.LinkIndex != 7 || r.Dst.String() != "10.10.3.0/24" || !r.Gw.Equal(net.ParseIP("192.168.77.3")) {
 		t.Errorf("peerRoute = dev %d dst %s via %s, want dev 7 dst 10.10.3.0/24 via 192.168.77.3", r.LinkIndex, r.Dst, r.Gw)
 	}
@@ -83,19 +84,19 @@ func TestStaleRoutes(t *testing.T) {
 	const ext = 2
 	h2 := lease("10.10.2.0/24", "192.168.77.2", "host-gw")
 	h3 := lease("10.10.3.0/24", "192.168.77.3", "host-gw")
-	want := map[netip.Prefix]*netlink.Route{h2.Subnet: peerRoute(ext, h2)}
+	want := map[netip.Prefix]*netlink.Route{h2.Subnet: peerRoute(ext, 0, h2)}
 	owned := func(r *netlink.Route) netlink.Route { return *r }
-	moved := *peerRoute(ext, h2)
+	moved := *peerRoute(ext, 0, h2)
 	moved.Gw = net.ParseIP("192.168.77.9").To4()
-	otherDev := *peerRoute(ext+1, h2)
-	notOurs := *peerRoute(ext, h3)
+	otherDev := *peerRoute(ext+1, 0, h2)
+	notOurs := *peerRoute(ext, 0, h3)
 	notOurs.Protocol = 4 // static: an administrator's
 	stale := staleRoutes([]netlink.Route{
-		owned(peerRoute(ext, h2)), // a current peer's: kept
-		owned(peerRoute(ext, h3)), // h3 left while the agent was down
-		moved,                     // h2's subnet through an old gateway
-		otherDev,                  // h2's subnet on a device no longer used
-		notOurs,                   // never ours, whatever the filter passed
+		owned(peerRoute(ext, 0, h2)), // a current peer's: kept
+		owned(peerRoute(ext, 0, h3)), // h3 left while the agent was down
+		moved,                        // h2's subnet through an old gateway
+		otherDev,                     // h2's subnet on a device no longer used
+		notOurs,                      // never ours, whatever the filter passed
 		{Protocol: backend.RouteProtocol, LinkIndex: ext}, // no destination
 	}, want)
 	var got []string
@@ -115,5 +116,26 @@ func TestStaleRoutes(t *testing.T) {
 	}
 	if got := staleRoutes(nil, want); len(got) != 0 {
 		t.Errorf("staleRoutes(nothing owned) = %v", got)
+	}
+}
+
+// TestStaleRoutesKeepUnreachable: a network's table also holds the agent's
+// unreachable default (proto 77, no device); host-gw's Reconcile must not
+// take it for a peer route that went stale.
+func TestStaleRoutesKeepUnreachable(t *testing.T) {
+	unreach := netlink.Route{Table: 1001, Type: unix.RTN_UNREACHABLE, Protocol: backend.RouteProtocol}
+	blackhole := netlink.Route{Table: 1001, Type: unix.RTN_BLACKHOLE, Protocol: backend.RouteProtocol}
+	h3 := *peerRoute(2, 1001, lease("10.10.3.0/24", "192.168.77.3", "host-gw"))
+	h3.Type = unix.RTN_UNICAST
+	stale := staleRoutes([]netlink.Route{unreach, blackhole, h3}, nil)
+	if len(stale) != 1 || stale[0].Dst.String() != "10.10.3.0/24" {
+		t.Errorf("staleRoutes = %v, want only h3's unicast route", stale)
+	}
+}
+
+func TestPeerRouteInTable(t *testing.T) {
+	r := peerRoute(7, 1003, lease("10.10.3.0/24", "192.168.77.3", "host-gw"))
+	if r.Table != 1003 || r.Protocol != backend.RouteProtocol {
+		t.Errorf("peerRoute table %d proto %d, want table 1003 proto 77", r.Table, r.Protocol)
 	}
 }

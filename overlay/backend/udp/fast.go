@@ -88,7 +88,7 @@ type fastPath struct {
 // sockets, with every offload the kernel and OffloadsEnv allow.
 func (b *UDP) prepareFast() error {
 	n := b.workers
-	fds, vnet, uso, err := openVnetTun(TunName, n, b.offl.tun, b.log)
+	fds, vnet, uso, err := openVnetTun(b.dev, n, b.offl.tun, b.log)
 	if err != nil {
 		return err
 	}
@@ -98,7 +98,7 @@ func (b *UDP) prepareFast() error {
 		if err != nil {
 			closeFDs(fds[i+1:])
 			f.close()
-			return fmt.Errorf("udp backend: tun %s queue %d: %w", TunName, i, err)
+			return fmt.Errorf("udp backend: tun %s queue %d: %w", b.dev, i, err)
 		}
 		f.queues = append(f.queues, &fastQueue{dev: dev})
 	}

@@ -11,13 +11,14 @@ import (
 )
 
 // Reconcile holds the udp backend to the one kernel route it owns: the
-// Network through flannel0, re-installed here with the agent's route
-// protocol, and no other route so marked on flannel0. Peers live only in
-// the datapath's own table, so no per-peer kernel state can go stale.
+// Network through flannel0 (in the network's table for a multi-network
+// agent), re-installed here with the agent's route protocol, and no other
+// route so marked on flannel0 in that table. Peers live only in the
+// datapath's own table, so no per-peer kernel state can go stale.
 func (b *UDP) Reconcile(ctx context.Context) error {
-	link, err := netlink.LinkByName(TunName)
+	link, err := netlink.LinkByName(b.dev)
 	if err != nil {
-		return fmt.Errorf("udp reconcile: find %s: %w", TunName, err)
+		return fmt.Errorf("udp reconcile: find %s: %w", b.dev, err)
 	}
 	idx := link.Attrs().Index
 	nw := b.cfg.Network
@@ -25,19 +26,20 @@ func (b *UDP) Reconcile(ctx context.Context) error {
 		LinkIndex: idx,
 		Dst:       &net.IPNet{IP: nw.Addr().AsSlice(), Mask: net.CIDRMask(nw.Bits(), 32)},
 		Scope:     netlink.SCOPE_LINK,
+		Table:     b.table,
 		Protocol:  backend.RouteProtocol,
 	}
 	if err := netlink.RouteReplace(rt); err != nil {
-		return fmt.Errorf("udp reconcile: route %s dev %s: %w", nw, TunName, err)
+		return fmt.Errorf("udp reconcile: route %s dev %s table %d: %w", nw, b.dev, b.table, err)
 	}
-	owned, err := backend.OwnedRoutes(idx)
+	owned, err := backend.OwnedRoutesIn(b.table, idx)
 	if err != nil {
 		return fmt.Errorf("udp reconcile: %w", err)
 	}
 	var stale []netlink.Route
 	for _, r := range owned {
 		if p, ok := backend.PrefixOf(r.Dst); !ok || p != nw {
-			b.log.Info("removing stale route", "dst", r.Dst.String(), "dev", TunName)
+			b.log.Info("removing stale route", "dst", r.Dst.String(), "dev", b.dev)
 			stale = append(stale, r)
 		}
 	}

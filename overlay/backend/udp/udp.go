@@ -78,6 +78,11 @@ type UDP struct {
 	tun  *os.File // simple mode
 	conn *net.UDPConn
 	mtu  int
+	// dev is the TUN device's name (TunName, or a multi-network agent's
+	// per-network name) and table the routing table of the Network route
+	// (0 = main): backend.Options.DeviceName and Table.
+	dev   string
+	table int
 
 	mu    sync.Mutex // serialises table rebuilds
 	peers map[netip.Prefix]route
@@ -109,8 +114,19 @@ func New(cfg *config.Config, ext backend.External, m *backend.Metrics, o backend
 	if cfg.Backend.Port <= 0 || cfg.Backend.Port > 65535 {
 		return nil, fmt.Errorf("udp backend: Port %d: must be 1..65535", cfg.Backend.Port)
 	}
-	b := &UDP{cfg: cfg, ext: ext, metrics: m, log: slog.Default().With("backend", "udp", "mode", mode),
-		mode: mode, offl: offl, workers: workers, peers: map[netip.Prefix]route{}}
+	dev := o.DeviceName
+	if dev == "" {
+		dev = TunName
+	}
+	if len(dev) > unix.IFNAMSIZ-1 {
+		return nil, fmt.Errorf("udp backend: device name %q is longer than %d characters", dev, unix.IFNAMSIZ-1)
+	}
+	log := slog.Default().With("backend", "udp", "mode", mode)
+	if o.Network != "" {
+		log = log.With("network", o.Network, "dev", dev)
+	}
+	b := &UDP{cfg: cfg, ext: ext, metrics: m, log: log,
+		mode: mode, offl: offl, workers: workers, peers: map[netip.Prefix]route{}, dev: dev, table: o.Table}
 	b.tab.Store(&table{subnetLen: cfg.SubnetLen, bySubnet: map[netip.Prefix]route{}, byPublic: map[netip.Addr]netip.Prefix{}})
 	return b, nil
 }
@@ -127,7 +143,7 @@ func (b *UDP) Prepare(ctx context.Context) (backend.Published, error) {
 		}
 		return backend.Published{BackendType: "udp", MTU: b.mtu}, nil
 	}
-	tun, err := openTun(TunName)
+	tun, err := openTun(b.dev)
 	if err != nil {
 		return backend.Published{}, err
 	}
@@ -171,48 +187,54 @@ func openTun(name string) (*os.File, error) {
 // Configure gives flannel0 the lease's network address with the Network's
 // prefix (so the kernel routes the whole Network to it), the MTU, and an
 // explicit Network route in case a more specific one hid the connected route.
+// In a network's own table (multi-network mode) the address adds no route
+// to main (noprefixroute) and the Network route goes into the table.
 func (b *UDP) Configure(ctx context.Context, own subnet.Lease) error {
-	link, err := netlink.LinkByName(TunName)
+	link, err := netlink.LinkByName(b.dev)
 	if err != nil {
-		return fmt.Errorf("udp backend: find %s: %w", TunName, err)
+		return fmt.Errorf("udp backend: find %s: %w", b.dev, err)
 	}
 	addr := &netlink.Addr{IPNet: &net.IPNet{IP: own.Subnet.Addr().AsSlice(), Mask: net.CIDRMask(b.cfg.Network.Bits(), 32)}}
+	if b.table != 0 {
+		addr.Flags = unix.IFA_F_NOPREFIXROUTE
+	}
 	addrs, err := netlink.AddrList(link, netlink.FAMILY_V4)
 	if err != nil {
-		return fmt.Errorf("udp backend: list addresses of %s: %w", TunName, err)
+		return fmt.Errorf("udp backend: list addresses of %s: %w", b.dev, err)
 	}
 	for _, a := range addrs {
 		if !a.IPNet.IP.Equal(addr.IPNet.IP) {
 			if err := netlink.AddrDel(link, &a); err != nil {
-				return fmt.Errorf("udp backend: remove stale %s from %s: %w", a.IPNet, TunName, err)
+				return fmt.Errorf("udp backend: remove stale %s from %s: %w", a.IPNet, b.dev, err)
 			}
 		}
 	}
 	if err := netlink.AddrReplace(link, addr); err != nil {
-		return fmt.Errorf("udp backend: address %s on %s: %w", addr.IPNet, TunName, err)
+		return fmt.Errorf("udp backend: address %s on %s: %w", addr.IPNet, b.dev, err)
 	}
 	if err := netlink.LinkSetMTU(link, b.mtu); err != nil {
-		return fmt.Errorf("udp backend: MTU %d on %s: %w", b.mtu, TunName, err)
+		return fmt.Errorf("udp backend: MTU %d on %s: %w", b.mtu, b.dev, err)
 	}
 	if b.fast != nil {
 		b.fast.configureFastLink(link, b.log)
 	}
 	if err := netlink.LinkSetUp(link); err != nil {
-		return fmt.Errorf("udp backend: set %s up: %w", TunName, err)
+		return fmt.Errorf("udp backend: set %s up: %w", b.dev, err)
 	}
 	nw := b.cfg.Network
 	rt := &netlink.Route{
 		LinkIndex: link.Attrs().Index,
 		Dst:       &net.IPNet{IP: nw.Addr().AsSlice(), Mask: net.CIDRMask(nw.Bits(), 32)},
 		Scope:     netlink.SCOPE_LINK,
+		Table:     b.table,
 	}
 	if err := netlink.RouteReplace(rt); err != nil {
-		return fmt.Errorf("udp backend: route %s dev %s: %w", nw, TunName, err)
+		return fmt.Errorf("udp backend: route %s dev %s table %d: %w", nw, b.dev, b.table, err)
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.publishLocked(own.Subnet)
-	b.log.Info("configured", "dev", TunName, "addr", addr.IPNet.String(), "mtu", b.mtu)
+	b.log.Info("configured", "dev", b.dev, "addr", addr.IPNet.String(), "mtu", b.mtu, "table", b.table)
 	return nil
 }
 

@@ -16,6 +16,17 @@ import (
 // into the overlay.
 const filterTable = "overlaylab-vxlan"
 
+// FilterTable is the admission table of a network: filterTable for the one
+// network of a single-network agent, filterTable-NAME for each network of
+// a multi-network agent. Several networks may share a port (their VNIs
+// tell them apart), and each admits only its own peers on its own VNI.
+func FilterTable(network string) string {
+	if network == "" {
+		return filterTable
+	}
+	return filterTable + "-" + network
+}
+
 // peerFilter keeps the nftables set of admitted peers in step with the
 // leases.
 type peerFilter struct {
@@ -23,25 +34,27 @@ type peerFilter struct {
 	set  *nftables.Set
 }
 
-// newPeerFilter (re)creates the table with an empty set and the rule
+// newPeerFilter (re)creates the network's table with an empty set and the
+// rule
 //
-//	udp dport <port> ip saddr != @peers drop
+//	udp dport <port> ip saddr != @peers drop                    (single network)
+//	udp dport <port> vxlan vni <vni> ip saddr != @peers drop    (network of several)
 //
 // A table left by an earlier run is replaced, so the set never holds
 // addresses of peers that left while the agent was down.
-func newPeerFilter(port int) (*peerFilter, error) {
+func newPeerFilter(port int, network string, vni int) (*peerFilter, error) {
 	c, err := nftables.New()
 	if err != nil {
 		return nil, fmt.Errorf("vxlan filter: nftables: %w", err)
 	}
 	if tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet); err == nil {
 		for _, t := range tables {
-			if t.Name == filterTable {
+			if t.Name == FilterTable(network) {
 				c.DelTable(t)
 			}
 		}
 	}
-	fo := filterObjects(port)
+	fo := filterObjects(port, network, vni)
 	t := c.AddTable(fo.table)
 	if err := c.AddSet(fo.set, nil); err != nil {
 		return nil, fmt.Errorf("vxlan filter: set: %w", err)
@@ -69,8 +82,13 @@ type filterDef struct {
 //	  set peers { type ipv4_addr }
 //	  chain input { type filter hook input priority filter
 //	    meta nfproto ipv4 meta l4proto udp udp dport <port> ip saddr != @peers counter drop } }
-func filterObjects(port int) filterDef {
-	t := &nftables.Table{Family: nftables.TableFamilyINet, Name: filterTable}
+//
+// and for a network of a multi-network agent the same in its own table
+// overlaylab-vxlan-NAME, the rule also matching the VXLAN header's VNI
+// (@th,96,24: bytes 4..6 after the UDP header), so that a host that is a
+// peer in one network cannot inject frames into another's VNI.
+func filterObjects(port int, network string, vni int) filterDef {
+	t := &nftables.Table{Family: nftables.TableFamilyINet, Name: FilterTable(network)}
 	set := &nftables.Set{Table: t, Name: "peers", KeyType: nftables.TypeIPAddr}
 	ch := &nftables.Chain{
 		Name: "input", Table: t, Type: nftables.ChainTypeFilter,
@@ -78,18 +96,25 @@ func filterObjects(port int) filterDef {
 	}
 	p := make([]byte, 2)
 	binary.BigEndian.PutUint16(p, uint16(port))
-	rule := &nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{
+	exprs := []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: p},
+	}
+	if network != "" {
+		exprs = append(exprs,
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 8 + 4, Len: 3},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{byte(vni >> 16), byte(vni >> 8), byte(vni)}})
+	}
+	exprs = append(exprs,
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
 		&expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID, Invert: true},
 		&expr.Counter{},
-		&expr.Verdict{Kind: expr.VerdictDrop},
-	}}
+		&expr.Verdict{Kind: expr.VerdictDrop})
+	rule := &nftables.Rule{Table: t, Chain: ch, Exprs: exprs}
 	return filterDef{table: t, set: set, chain: ch, rule: rule}
 }
 

@@ -13,7 +13,7 @@ import (
 // `meta nfproto ipv4 meta l4proto udp udp dport PORT ip saddr != @peers
 // counter drop`, in an inet table of the agent's own, hooked on input.
 func TestFilterObjects(t *testing.T) {
-	fo := filterObjects(8472)
+	fo := filterObjects(8472, "", 1)
 	if fo.table.Name != filterTable || fo.table.Family != nftables.TableFamilyINet {
 		t.Errorf("table = %s family %d, want %s in inet", fo.table.Name, fo.table.Family, filterTable)
 	}
@@ -55,9 +55,48 @@ func TestFilterObjects(t *testing.T) {
 // order for any port, not only the default.
 func TestFilterPortBytes(t *testing.T) {
 	for port, b := range map[int][2]byte{4789: {0x12, 0xb5}, 8472: {0x21, 0x18}, 1: {0, 1}, 65535: {0xff, 0xff}} {
-		cmp, ok := filterObjects(port).rule.Exprs[5].(*expr.Cmp)
+		cmp, ok := filterObjects(port, "", 1).rule.Exprs[5].(*expr.Cmp)
 		if !ok || !reflect.DeepEqual(cmp.Data, b[:]) {
 			t.Errorf("port %d compared as %v, want %v", port, cmp, b)
+		}
+	}
+}
+
+// TestFilterObjectsNetwork: a network of a multi-network agent has its own
+// table, and its rule also matches its VNI, three bytes at offset 12 of the
+// transport header (UDP's 8, then the VXLAN header's flags and reserved
+// bytes), so that another network's peers on the same port are not
+// admitted to it.
+func TestFilterObjectsNetwork(t *testing.T) {
+	red, blue := filterObjects(8472, "red", 1), filterObjects(8472, "blue", 0x0a0b0c)
+	if red.table.Name != "overlaylab-vxlan-red" || blue.table.Name != "overlaylab-vxlan-blue" {
+		t.Errorf("tables %s and %s, want overlaylab-vxlan-red and overlaylab-vxlan-blue", red.table.Name, blue.table.Name)
+	}
+	if FilterTable("") != filterTable {
+		t.Errorf("FilterTable(\"\") = %s, want the single-network %s", FilterTable(""), filterTable)
+	}
+	for _, tc := range []struct {
+		fo  filterDef
+		vni []byte
+	}{{red, []byte{0, 0, 1}}, {blue, []byte{0x0a, 0x0b, 0x0c}}} {
+		e := tc.fo.rule.Exprs
+		if len(e) != 12 {
+			t.Fatalf("%s: rule has %d expressions, want 12", tc.fo.table.Name, len(e))
+		}
+		want := []expr.Any{
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 12, Len: 3},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: tc.vni},
+		}
+		if !reflect.DeepEqual(e[6:8], want) {
+			t.Errorf("%s: VNI match = %#v %#v, want %#v %#v", tc.fo.table.Name, e[6], e[7], want[0], want[1])
+		}
+		// Port before, then the same peer lookup and drop as a single network's.
+		single := filterObjects(8472, "", 1).rule.Exprs
+		if !reflect.DeepEqual(e[:6], single[:6]) || !reflect.DeepEqual(e[8:], single[6:]) {
+			t.Errorf("%s: rule around the VNI match differs from the single-network rule", tc.fo.table.Name)
+		}
+		if l, ok := e[9].(*expr.Lookup); !ok || l.SetName != "peers" || !l.Invert || l.SetID != tc.fo.set.ID {
+			t.Errorf("%s: expression 9 = %#v, want the inverted lookup in its own peers set", tc.fo.table.Name, e[9])
 		}
 	}
 }

@@ -25,8 +25,10 @@ type kernelState struct {
 // stale picks from what the kernel holds what none of peers justifies: a
 // route to a subnet no peer holds (or through another gateway), a
 // neighbour whose address and MAC match no peer's gateway and VTEP, an FDB
-// entry whose MAC and destination match no peer's VTEP and PublicIP.
-func (k kernelState) stale(peers map[netip.Prefix]peer) kernelState {
+// entry whose MAC and destination match no peer's VTEP and PublicIP. The
+// Network's own route (see networkRoute; network is the zero Prefix where
+// there is none) is justified as it is, without a gateway.
+func (k kernelState) stale(peers map[netip.Prefix]peer, network netip.Prefix) kernelState {
 	gw := map[netip.Addr]string{}   // gateway address → VTEP MAC
 	vtep := map[string]netip.Addr{} // VTEP MAC → PublicIP
 	for _, p := range peers {
@@ -39,6 +41,9 @@ func (k kernelState) stale(peers map[netip.Prefix]peer) kernelState {
 			continue
 		}
 		dst, ok := backend.PrefixOf(r.Dst)
+		if ok && network.IsValid() && dst == network.Masked() && r.Gw == nil {
+			continue
+		}
 		p, known := peers[dst]
 		if !ok || !known || !addrIs(r.Gw, p.vtepIP) {
 			out.routes = append(out.routes, r)
@@ -74,7 +79,8 @@ func addrIs(ip []byte, want netip.Addr) bool { return ip != nil && addrOf(ip) ==
 
 // Reconcile removes the routes, neighbours and FDB entries on the device
 // that no current peer justifies, such as those an earlier run programmed
-// for peers that left while no agent watched.
+// for peers that left while no agent watched. In a network's own table it
+// first restores the Network's route.
 func (v *VXLAN) Reconcile(ctx context.Context) error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -83,8 +89,13 @@ func (v *VXLAN) Reconcile(ctx context.Context) error {
 		return fmt.Errorf("vxlan reconcile: find %s: %w", v.name, err)
 	}
 	idx := l.Attrs().Index
+	if r := networkRoute(idx, v.table, v.cfg.Network); r != nil {
+		if err := netlink.RouteReplace(r); err != nil {
+			return fmt.Errorf("vxlan reconcile: route %s dev %s table %d: %w", v.cfg.Network, v.name, v.table, err)
+		}
+	}
 	var k kernelState
-	if k.routes, err = backend.OwnedRoutes(idx); err != nil {
+	if k.routes, err = backend.OwnedRoutesIn(v.table, idx); err != nil {
 		return fmt.Errorf("vxlan reconcile: %w", err)
 	}
 	if k.neighs, err = neighList(idx, unix.AF_INET); err != nil {
@@ -93,7 +104,11 @@ func (v *VXLAN) Reconcile(ctx context.Context) error {
 	if k.fdb, err = neighList(idx, unix.AF_BRIDGE); err != nil {
 		return fmt.Errorf("vxlan reconcile: fdb of %s: %w", v.name, err)
 	}
-	st := k.stale(v.peers)
+	var network netip.Prefix
+	if v.table != 0 {
+		network = v.cfg.Network
+	}
+	st := k.stale(v.peers, network)
 	for _, r := range st.routes {
 		v.log.Info("removing stale route", "dst", r.Dst.String(), "gw", r.Gw.String())
 	}

@@ -49,6 +49,10 @@ type VXLAN struct {
 	name string
 	mac  net.HardwareAddr
 	mtu  int
+	// network and table are the multi-network agent's (backend.Options):
+	// the routes go into table, and the admission filter is the network's.
+	network string
+	table   int
 
 	// mu guards own and peers: the agent's goroutine adds and removes
 	// peers while Run may rebuild a deleted device from them.
@@ -58,18 +62,25 @@ type VXLAN struct {
 	filter *peerFilter
 }
 
+// DeviceName is flannel's name for the device of a VNI.
+func DeviceName(vni int) string { return fmt.Sprintf("flannel.%d", vni) }
+
 // New is the backend.Factory for "vxlan".
-func New(cfg *config.Config, ext backend.External, _ *backend.Metrics, _ backend.Options) (backend.Backend, error) {
+func New(cfg *config.Config, ext backend.External, _ *backend.Metrics, o backend.Options) (backend.Backend, error) {
 	if cfg.Backend.VNI < 1 || cfg.Backend.VNI > 1<<24-1 {
 		return nil, fmt.Errorf("vxlan backend: VNI %d: must be 1..16777215", cfg.Backend.VNI)
 	}
-	name := fmt.Sprintf("flannel.%d", cfg.Backend.VNI)
+	name := DeviceName(cfg.Backend.VNI)
 	if len(name) > 15 {
 		return nil, fmt.Errorf("vxlan backend: device name %s is longer than 15 characters: use a smaller VNI", name)
 	}
+	log := slog.Default().With("backend", "vxlan", "dev", name)
+	if o.Network != "" {
+		log = log.With("network", o.Network)
+	}
 	return &VXLAN{
-		cfg: cfg, ext: ext, name: name,
-		log:   slog.Default().With("backend", "vxlan", "dev", name),
+		cfg: cfg, ext: ext, name: name, network: o.Network, table: o.Table,
+		log:   log,
 		peers: map[netip.Prefix]peer{},
 	}, nil
 }
@@ -88,7 +99,7 @@ func (v *VXLAN) Prepare(ctx context.Context) (backend.Published, error) {
 		v.mtu = v.ext.Iface.MTU - overhead
 	}
 	v.mac = vtepMAC(v.ext.PublicIP)
-	f, err := newPeerFilter(v.cfg.Backend.Port)
+	f, err := newPeerFilter(v.cfg.Backend.Port, v.network, v.cfg.Backend.VNI)
 	if err != nil {
 		return backend.Published{}, err
 	}
@@ -157,7 +168,9 @@ func (v *VXLAN) ensureDevice() error {
 	return nil
 }
 
-// Configure puts <subnet>.0/32 on the device, as flannel does.
+// Configure puts <subnet>.0/32 on the device, as flannel does, and in a
+// table of its own (multi-network mode) routes the whole Network through
+// the device there.
 func (v *VXLAN) Configure(ctx context.Context, own subnet.Lease) error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -186,7 +199,30 @@ func (v *VXLAN) configureLocked() error {
 	if err := netlink.AddrReplace(l, addr); err != nil {
 		return fmt.Errorf("vxlan backend: address %s on %s: %w", want, v.name, err)
 	}
+	if r := networkRoute(l.Attrs().Index, v.table, v.cfg.Network); r != nil {
+		if err := netlink.RouteReplace(r); err != nil {
+			return fmt.Errorf("vxlan backend: route %s dev %s table %d: %w", v.cfg.Network, v.name, v.table, err)
+		}
+	}
 	return nil
+}
+
+// networkRoute is, in a network's own table (multi-network mode), the
+// route of the whole Network through the device: an address of the
+// Network that no peer holds stays on this network's device instead of
+// meeting the table's unreachable default. In the main table (single-
+// network mode) there is none, as with flannel: nil.
+func networkRoute(idx, table int, nw netip.Prefix) *netlink.Route {
+	if table == 0 {
+		return nil
+	}
+	return &netlink.Route{
+		LinkIndex: idx,
+		Dst:       &net.IPNet{IP: nw.Masked().Addr().AsSlice(), Mask: net.CIDRMask(nw.Bits(), 32)},
+		Scope:     netlink.SCOPE_LINK,
+		Table:     table,
+		Protocol:  backend.RouteProtocol,
+	}
 }
 
 func parsePeer(l subnet.Lease) (peer, error) {
@@ -253,20 +289,21 @@ func (v *VXLAN) programLocked(p peer) error {
 	}); err != nil {
 		return fmt.Errorf("vxlan backend: fdb %s dst %s: %w", p.mac, p.publicIP, err)
 	}
-	if err := netlink.RouteReplace(peerRoute(idx, p)); err != nil {
+	if err := netlink.RouteReplace(peerRoute(idx, v.table, p)); err != nil {
 		return fmt.Errorf("vxlan backend: route %s via %s: %w", p.subnet, p.vtepIP, err)
 	}
 	return nil
 }
 
 // peerRoute is a peer's onlink route through its gateway address on the
-// device, marked as the agent's.
-func peerRoute(idx int, p peer) *netlink.Route {
+// device, marked as the agent's, in table (0 = main).
+func peerRoute(idx, table int, p peer) *netlink.Route {
 	return &netlink.Route{
 		LinkIndex: idx,
 		Dst:       &net.IPNet{IP: p.subnet.Addr().AsSlice(), Mask: net.CIDRMask(p.subnet.Bits(), 32)},
 		Gw:        p.vtepIP.AsSlice(),
 		Flags:     int(netlink.FLAG_ONLINK),
+		Table:     table,
 		Protocol:  backend.RouteProtocol,
 	}
 }
@@ -304,7 +341,7 @@ func (v *VXLAN) removeLocked(p peer) error {
 	}
 	idx := l.Attrs().Index
 	var errs []error
-	if err := netlink.RouteDel(peerRoute(idx, p)); err != nil && !backend.NotFound(err) {
+	if err := netlink.RouteDel(peerRoute(idx, v.table, p)); err != nil && !backend.NotFound(err) {
 		errs = append(errs, fmt.Errorf("route %s: %w", p.subnet, err))
 	}
 	if err := netlink.NeighDel(&netlink.Neigh{LinkIndex: idx, Family: unix.AF_INET, IP: p.vtepIP.AsSlice(), HardwareAddr: p.mac}); err != nil && !backend.NotFound(err) {
