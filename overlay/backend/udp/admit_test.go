@@ -156,3 +156,26 @@ func TestDatagramsInBuffer(t *testing.T) {
 		}
 	}
 }
+
+// TestUDPToTunStopsCleanlyWhileWriting: a stop that reaches the receive
+// loop while it writes to the device ends it without an error (it used to
+// come back as "i/o timeout" and fail the datapath).
+func TestUDPToTunStopsCleanlyWhileWriting(t *testing.T) {
+	x := newFastFixture(t, true, false, false)
+	done := make(chan error, 1)
+	go func() { done <- x.w.udpToTun() }()
+	// Only the device is told to stop: the loop still receives, and the
+	// stop meets it at the write.
+	x.w.q.dev.file.SetDeadline(immediate)
+	if _, err := x.peerConn.WriteToUDPAddrPort(inner("10.10.2.9", "10.10.1.5", 100, 0), x.addr()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("the loop ended with %v", err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("the loop did not stop")
+	}
+}

@@ -297,14 +297,14 @@ func (w *worker) udpToTun() error {
 				}
 				if c.full() {
 					if err := w.writeTun(c); err != nil {
-						return err
+						return nil // only a stop ends the loop
 					}
 				}
 				c.add(seg, from.As4())
 			}
 		}
 		if err := w.writeTun(c); err != nil {
-			return err
+			return nil // only a stop ends the loop
 		}
 	}
 }
