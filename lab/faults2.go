@@ -14,22 +14,6 @@ import (
 	"github.com/overlaylab/overlaylab/topo"
 )
 
-// SetLinkMTU narrows (or widens) a host's hop to the underlay: its port on
-// the underlay bridge gets the MTU, so frames larger than it are dropped on
-// that hop in both directions, as a narrower link between the host and the
-// rest would. The host's own eth0 and its agent are not told.
-func (l *Lab) SetLinkMTU(host string, mtu int) error {
-	st := l.Snapshot()
-	h, err := st.host(host)
-	if err != nil {
-		return err
-	}
-	if mtu < 68 || mtu > plan.MaxUnderlayMTU {
-		return fmt.Errorf("link-mtu %d: must be 68..%d", mtu, plan.MaxUnderlayMTU)
-	}
-	return topo.SetMTU(st.Underlay.Netns, plan.HostPort(h.Index), mtu)
-}
-
 // SetOffloads switches offloads of a device in a host's namespace (eth0,
 // flannel.1, flannel0, a bridge) by their ethtool names (tx-checksum, tso,
 // gro) and returns the kernel features changed.

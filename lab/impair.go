@@ -34,6 +34,15 @@ type Impairment struct {
 	Match string
 	// Seed drives every random decision (0: the lab's seed, else 1).
 	Seed int64
+	// MTU is a narrower hop on the link (link-mtu): every wire packet
+	// longer than it is dropped, in both directions, whatever Match says.
+	MTU int
+}
+
+// empty reports whether the impairment does nothing at all.
+func (im Impairment) empty() bool {
+	return im.Delay == 0 && im.Jitter == 0 && im.Loss == 0 && im.Reorder == 0 && im.Duplicate == 0 &&
+		im.Corrupt == 0 && im.RateBps == 0 && im.MTU == 0
 }
 
 // ImpairState is a host's active impairment.
@@ -45,9 +54,17 @@ type ImpairState struct {
 	Link   linkem.Link `json:"link"`
 }
 
-// Impair puts (or replaces) an impairment on a host's underlay link.
+// Impair puts (or replaces) an impairment on a host's underlay link; a
+// narrower hop set by SetLinkMTU stays.
 func (l *Lab) Impair(ctx context.Context, host string, im Impairment) error {
 	st := l.Snapshot()
+	if h, err := st.host(host); err == nil && h.Impair != nil && im.MTU == 0 {
+		im.MTU = h.Impair.Params.MTU
+	}
+	return l.impair(ctx, st, host, im)
+}
+
+func (l *Lab) impair(ctx context.Context, st *State, host string, im Impairment) error {
 	h, err := st.host(host)
 	if err != nil {
 		return err
@@ -108,13 +125,48 @@ func (l *Lab) Impair(ctx context.Context, host string, im Impairment) error {
 	})
 }
 
-// ImpairClear removes a host's impairment; the link is as before.
+// ImpairClear removes a host's impairment (a narrower hop stays); without
+// one the link is as before.
 func (l *Lab) ImpairClear(ctx context.Context, host string) error {
 	st := l.Snapshot()
 	h, err := st.host(host)
 	if err != nil {
 		return err
 	}
+	if h.Impair != nil && h.Impair.Params.MTU != 0 {
+		return l.impair(ctx, st, host, Impairment{MTU: h.Impair.Params.MTU})
+	}
+	return l.removeRelay(ctx, st, h)
+}
+
+// SetLinkMTU narrows a host's hop to the underlay (the agents are not
+// told): every wire packet longer than mtu is dropped on it, in both
+// directions, GSO frames judged by their segments, as a narrower link
+// between the host and the rest would. The impairment in place stays;
+// mtu 0 removes the narrowing.
+func (l *Lab) SetLinkMTU(ctx context.Context, host string, mtu int) error {
+	if mtu != 0 && (mtu < 68 || mtu > plan.MaxUnderlayMTU) {
+		return fmt.Errorf("link-mtu %d: must be 68..%d (0 removes it)", mtu, plan.MaxUnderlayMTU)
+	}
+	st := l.Snapshot()
+	h, err := st.host(host)
+	if err != nil {
+		return err
+	}
+	var im Impairment
+	if h.Impair != nil {
+		im = h.Impair.Params
+	}
+	im.MTU = mtu
+	if im.empty() {
+		return l.removeRelay(ctx, st, h)
+	}
+	return l.impair(ctx, st, host, im)
+}
+
+// removeRelay takes the relay off a host's link.
+func (l *Lab) removeRelay(ctx context.Context, st *State, h *HostState) error {
+	host := h.Name
 	if err := l.stopRelay(h); err != nil {
 		return err
 	}
@@ -178,6 +230,8 @@ func (l *Lab) relayConfig(st *State, im Impairment) (linkem.Config, error) {
 	c.Seed = uint64(seed)
 	c.Set(dir, linkem.Impairment{Match: match, Delay: linkem.Duration(im.Delay), Jitter: linkem.Duration(im.Jitter),
 		Loss: im.Loss, Reorder: im.Reorder, Duplicate: im.Duplicate, Corrupt: im.Corrupt, Rate: im.RateBps})
+	// A narrower hop narrows both ways, whatever the direction of the rest.
+	c.Out.MTU, c.In.MTU = im.MTU, im.MTU
 	bs, err := st.backends()
 	if err != nil {
 		return c, err

@@ -184,11 +184,16 @@ func (r *resolver) neigh(p *RawNeigh, label string) *NeighCheck {
 	if p.Present.IsSet() {
 		c.Present = p.Present.Value
 	}
-	ip, err := netip.ParseAddr(strings.TrimSpace(p.IP.Value))
-	if !p.IP.IsSet() || err != nil || !ip.Is4() {
-		r.errorf(firstPos(p.IP.Pos, p.Pos), "%s: neigh needs ip (an IPv4 address)", label)
+	if peer, ok := strings.CutPrefix(strings.TrimSpace(p.IP.Value), "peer:"); ok {
+		if i := hostIndex(peer); !r.hostsBroken && (i < 1 || i > len(r.hosts)) {
+			r.errorf(p.IP.Pos, "%s: neigh ip %q: unknown host %q (hosts: %s)", label, p.IP.Value, peer, r.allHosts())
+		}
+		c.IPPeer = peer
+	} else if ip, err := netip.ParseAddr(strings.TrimSpace(p.IP.Value)); !p.IP.IsSet() || err != nil || !ip.Is4() {
+		r.errorf(firstPos(p.IP.Pos, p.Pos), "%s: neigh needs ip (an IPv4 address, or peer:HOST for that host's VTEP address)", label)
+	} else {
+		c.IP = ip
 	}
-	c.IP = ip
 	if p.LLAddr.IsSet() {
 		mac, err := net.ParseMAC(strings.TrimSpace(p.LLAddr.Value))
 		if err != nil {
@@ -205,11 +210,13 @@ func (r *resolver) fdb(p *RawFDB, label string) *FDBCheck {
 	if p.Present.IsSet() {
 		c.Present = p.Present.Value
 	}
-	mac, err := net.ParseMAC(strings.TrimSpace(p.MAC.Value))
-	if !p.MAC.IsSet() || err != nil {
-		r.errorf(firstPos(p.MAC.Pos, p.Pos), "%s: fdb needs mac (a MAC address)", label)
-	} else {
+	switch mac, err := net.ParseMAC(strings.TrimSpace(p.MAC.Value)); {
+	case p.MAC.IsSet() && err != nil:
+		r.errorf(p.MAC.Pos, "%s: fdb mac %q: not a MAC address", label, p.MAC.Value)
+	case p.MAC.IsSet():
 		c.MAC = mac.String()
+	case !p.Dst.IsSet():
+		r.errorf(p.Pos, "%s: fdb needs mac or dst (or both)", label)
 	}
 	if p.Dst.IsSet() {
 		dst := strings.TrimSpace(p.Dst.Value)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -321,7 +322,7 @@ func (r *resolver) initialHosts() {
 			if strings.TrimSpace(rh.Agent.Value) == "" {
 				r.errorf(rh.Agent.Pos, "hosts agent: an empty path (omit it for overlaylab's own agent)")
 			}
-			spec.Agent = plan.Agent{Path: rh.Agent.Value}
+			spec.Agent = plan.Agent{Path: r.binaryPath(rh.Agent.Value)}
 		}
 		r.s.Hosts = append(r.s.Hosts, spec)
 	}
@@ -342,7 +343,18 @@ func (r *resolver) agentBinary(a *RawAgentBinary, host string) plan.Agent {
 		r.errorf(a.Pos, "%s agent: binary is required (a path to a flanneld-compatible agent)", host)
 		return plan.Agent{}
 	}
-	return plan.Agent{Path: a.Binary.Value, Args: a.Args.Strings()}
+	return plan.Agent{Path: r.binaryPath(a.Binary.Value), Args: a.Args.Strings()}
+}
+
+// binaryPath resolves an agent binary named in the file: a relative path
+// is relative to the scenario file's directory, so a library scenario finds
+// ../../bin/flanneld wherever it is run from.
+func (r *resolver) binaryPath(p string) string {
+	p = strings.TrimSpace(p)
+	if p == "" || filepath.IsAbs(p) || r.s.File == "" {
+		return p
+	}
+	return filepath.Join(filepath.Dir(r.s.File), p)
 }
 
 // hostSpec resolves one host present at start and records it.

@@ -254,8 +254,11 @@ type MetricCheck struct {
 // NeighCheck looks for a neighbour entry for IP (on Dev, with LLAddr, when
 // given) in a host.
 type NeighCheck struct {
-	Host    string
-	IP      netip.Addr
+	Host string
+	IP   netip.Addr
+	// IPPeer, when set, stands for the VTEP address of that host's subnet
+	// (its first address: flannel's vxlan neighbour for the peer).
+	IPPeer  string
 	LLAddr  string
 	Dev     string
 	Present bool

@@ -305,7 +305,7 @@ func (r *resolver) stepValues(si *stepInfo, allowed param) {
 		if rs.Binary.IsSet() && strings.TrimSpace(rs.Binary.Value) == "" {
 			r.errorf(rs.Binary.Pos, "%s: binary: a path to an agent binary is required", si.label)
 		}
-		st.Binary = rs.Binary.Value
+		st.Binary = r.binaryPath(rs.Binary.Value)
 	}
 }
 

@@ -70,6 +70,10 @@ type Impairment struct {
 	// Limit bounds the packets held (delayed or queued) at once, default
 	// DefaultLimit; beyond it packets are dropped and counted.
 	Limit int `json:"limit,omitempty"`
+	// MTU, when set, is a narrower hop: every IPv4 wire packet longer than
+	// MTU bytes is dropped, matched or not (GSO frames are cut first, so
+	// each segment is judged as it would cross the wire). 0: no limit.
+	MTU int `json:"mtu,omitempty"`
 }
 
 // OverlayMatch defines the backend's encapsulated traffic.
@@ -256,6 +260,9 @@ func (imp Impairment) validate(where string) error {
 	}
 	if imp.RateBurst < 0 || imp.RateQueue < 0 || imp.Limit < 0 {
 		return fmt.Errorf("%s: rateBurst, rateQueue and limit must not be negative", where)
+	}
+	if imp.MTU != 0 && (imp.MTU < 68 || imp.MTU > 65535) {
+		return fmt.Errorf("%s.mtu: %d is outside 68..65535", where, imp.MTU)
 	}
 	if (imp.RateBurst > 0 || imp.RateQueue > 0) && imp.Rate == 0 {
 		return fmt.Errorf("%s: rateBurst and rateQueue need a rate", where)

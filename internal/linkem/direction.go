@@ -81,7 +81,7 @@ func (d *direction) handle(p *pkt) {
 	if matched {
 		d.stats.matched.Add(uint64(p.segs))
 	}
-	if layOK && (tunnel || (matched && d.split)) {
+	if layOK && (tunnel || (matched && d.split) || d.imp.MTU > 0) {
 		d.stats.segmented.Add(1)
 		for i := range p.segs {
 			n := lay.segLen(i)
@@ -89,12 +89,20 @@ func (d *direction) handle(p *pkt) {
 			clear(q.buf[:vnetHdrLen]) // complete checksums, no offload left
 			lay.cut(f, i, q.buf[vnetHdrLen:])
 			q.wireBytes = n
+			if d.tooBig(q.frame()) {
+				d.stats.droppedMTU.Add(1)
+				d.pool.put(q)
+				continue
+			}
 			if matched {
 				d.impair(q, vnetHdr{})
 			} else {
 				d.now = append(d.now, q)
 			}
 		}
+		d.pool.put(p)
+	} else if !layOK && d.tooBig(f) {
+		d.stats.droppedMTU.Add(uint64(p.segs))
 		d.pool.put(p)
 	} else if matched {
 		d.impair(p, h)
@@ -240,4 +248,14 @@ func (d *direction) sendLoop() error {
 			return err
 		}
 	}
+}
+
+// tooBig reports whether a wire packet exceeds the hop's MTU (its IPv4
+// total length).
+func (d *direction) tooBig(f []byte) bool {
+	if d.imp.MTU == 0 {
+		return false
+	}
+	l3, end, ok := ipExtent(f)
+	return ok && end-l3 > d.imp.MTU
 }

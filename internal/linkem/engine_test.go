@@ -351,3 +351,34 @@ func TestRateBucket(t *testing.T) {
 		}
 	}
 }
+
+// A narrower hop drops every wire packet longer than its MTU, matched or
+// not, and judges a GSO frame by its segments.
+func TestMTUNarrowHop(t *testing.T) {
+	d, c, _ := testDirection(1, Impairment{Match: MatchOverlay, MTU: 1400}, Config{})
+	small := udpFrame(t, "192.168.77.1", "192.168.77.2", 4000, 5000, pattern(1000)) // IP 1028
+	big := udpFrame(t, "192.168.77.1", "192.168.77.2", 4000, 5000, pattern(1400))   // IP 1428
+	feed(d, vnetHdr{}, small)
+	feed(d, vnetHdr{}, big)
+	if s := d.stats.snapshot(); s.DroppedMTU != 1 || len(c.frames) != 1 {
+		t.Fatalf("plain packets: %+v, %d out", s, len(c.frames))
+	}
+	// 20 segments of 1360 bytes of TCP payload: IP 1400 each, they fit;
+	// of 1361: IP 1401, none fits.
+	for _, seg := range []struct {
+		size    uint16
+		dropped uint64
+	}{{1360, 0}, {1361, 20}} {
+		d, c, _ := testDirection(1, Impairment{MTU: 1400}, Config{})
+		f := tcpFrame(t, "192.168.77.1", "192.168.77.2", 40000, 5201, pattern(20*int(seg.size)))
+		h := vnetHdr{flags: vnetNeedsCsum, gsoType: gsoTCPv4, gsoSize: seg.size, csumStart: 34, csumOffset: 16}
+		feed(d, h, f)
+		s := d.stats.snapshot()
+		if s.DroppedMTU != seg.dropped || uint64(len(c.frames)) != 20-seg.dropped {
+			t.Errorf("segments of %d: %+v, %d out", seg.size, s, len(c.frames))
+		}
+	}
+	if err := (Impairment{MTU: 40}).validate("out"); err == nil {
+		t.Error("an MTU of 40 was accepted")
+	}
+}

@@ -11,7 +11,8 @@ import (
 
 // Counters count wire packets: a GSO super-frame that crosses whole counts as
 // the packets it will be cut into, so that, once the line is empty,
-// PacketsIn - DroppedLoss - DroppedQueue - Errors + Duplicated = PacketsOut.
+// PacketsIn - DroppedLoss - DroppedQueue - DroppedMTU - Errors + Duplicated =
+// PacketsOut.
 type Counters struct {
 	PacketsIn  uint64 `json:"packetsIn"`
 	BytesIn    uint64 `json:"bytesIn"`
@@ -22,6 +23,8 @@ type Counters struct {
 	Matched      uint64 `json:"matched"`
 	DroppedLoss  uint64 `json:"droppedLoss"`
 	DroppedQueue uint64 `json:"droppedQueue"`
+	// DroppedMTU counts wire packets longer than the hop's MTU.
+	DroppedMTU uint64 `json:"droppedMTU"`
 	Duplicated   uint64 `json:"duplicated"`
 	Corrupted    uint64 `json:"corrupted"`
 	Reordered    uint64 `json:"reordered"`
@@ -48,6 +51,7 @@ type Stats struct {
 type counters struct {
 	packetsIn, bytesIn, packetsOut, bytesOut    atomic.Uint64
 	matched, droppedLoss, droppedQueue          atomic.Uint64
+	droppedMTU                                  atomic.Uint64
 	duplicated, corrupted, reordered, segmented atomic.Uint64
 	errors, kernelDrops                         atomic.Uint64
 }
@@ -56,7 +60,7 @@ func (c *counters) snapshot() Counters {
 	return Counters{
 		PacketsIn: c.packetsIn.Load(), BytesIn: c.bytesIn.Load(),
 		PacketsOut: c.packetsOut.Load(), BytesOut: c.bytesOut.Load(),
-		Matched: c.matched.Load(), DroppedLoss: c.droppedLoss.Load(), DroppedQueue: c.droppedQueue.Load(),
+		Matched: c.matched.Load(), DroppedLoss: c.droppedLoss.Load(), DroppedQueue: c.droppedQueue.Load(), DroppedMTU: c.droppedMTU.Load(),
 		Duplicated: c.duplicated.Load(), Corrupted: c.corrupted.Load(), Reordered: c.reordered.Load(),
 		Segmented: c.segmented.Load(), Errors: c.errors.Load(), KernelDrops: c.kernelDrops.Load(),
 	}

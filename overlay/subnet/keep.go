@@ -101,9 +101,19 @@ func (m *Manager) keepOnce(ctx context.Context, cur *Lease, bo *backoff) error {
 	defer wcancel()
 	wch := m.cli.Watch(wctx, key, clientv3.WithRev(resp.Header.Revision+1))
 
-	tick := time.NewTicker(m.renewCheckInterval())
+	tick := time.NewTicker(min(m.renewCheckInterval(), m.resetCheckInterval()))
 	defer tick.Stop()
+	verified := time.Now()
 	for {
+		// The watch on our key cannot see it vanish with a store that was
+		// wiped (its history starts over below our revision): read the key
+		// itself now and then.
+		if time.Since(verified) >= m.resetCheckInterval() {
+			if err := m.verifyLease(ctx, key, cur); err != nil {
+				return err
+			}
+			verified = time.Now()
+		}
 		if time.Until(cur.Expiration) < m.renewMargin {
 			if err := m.Renew(ctx, cur); err != nil {
 				m.renewFailures.Add(1)
@@ -191,4 +201,20 @@ func sleep(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	}
+}
+
+// verifyLease reads the lease key and fails with ErrLeaseLost when it is
+// gone or held by another etcd lease. A read that fails is etcd trouble, not
+// a lost lease.
+func (m *Manager) verifyLease(ctx context.Context, key string, cur *Lease) error {
+	rctx, cancel := m.reqCtx(ctx)
+	defer cancel()
+	resp, err := m.cli.Get(rctx, key)
+	if err != nil {
+		return nil
+	}
+	if len(resp.Kvs) == 0 || clientv3.LeaseID(resp.Kvs[0].Lease) != cur.EtcdLease {
+		return fmt.Errorf("keep lease %s: key missing or re-leased (etcd at revision %d): %w", cur.Subnet, resp.Header.Revision, ErrLeaseLost)
+	}
+	return nil
 }

@@ -76,6 +76,10 @@ type Manager struct {
 	ttl         time.Duration
 	renewMargin time.Duration
 	reqTimeout  time.Duration
+	// resetCheck is how often watchers and the keeper make sure etcd's
+	// store was not replaced (0: resetCheckInterval's default; tests
+	// shorten it).
+	resetCheck time.Duration
 	log         *slog.Logger
 
 	randMu sync.Mutex // *rand.Rand is not safe for concurrent use

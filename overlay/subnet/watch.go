@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -196,6 +197,10 @@ func (w *leaseWatcher) run(ctx context.Context, fromRevision int64) error {
 			m.log.Info("lease watch compacted; re-listing", "revision", rev)
 			continue
 		}
+		if errors.Is(err, ErrStoreReset) {
+			m.log.Warn("etcd's data was replaced; re-listing leases", "err", err)
+			continue
+		}
 		d := bo.next()
 		m.log.Warn("lease watch failed; re-listing", "revision", rev, "err", err, "retryIn", d)
 		if m.pause(ctx, d) != nil {
@@ -230,7 +235,24 @@ func (w *leaseWatcher) stream(ctx context.Context, rev int64, bo *backoff) (int6
 	// Progress notifications advance rev while nothing changes, so that a
 	// re-watch after a disconnect starts from a recent, uncompacted revision.
 	wch := m.cli.Watch(wctx, m.SubnetsPrefix(), clientv3.WithPrefix(), clientv3.WithRev(rev+1), clientv3.WithProgressNotify())
-	for wr := range wch {
+	check := time.NewTicker(m.resetCheckInterval())
+	defer check.Stop()
+	for {
+		var wr clientv3.WatchResponse
+		var ok bool
+		select {
+		case <-ctx.Done():
+			return rev, ctx.Err()
+		case <-check.C:
+			if err := m.checkNotReset(ctx, rev); err != nil {
+				return rev, err
+			}
+			continue
+		case wr, ok = <-wch:
+		}
+		if !ok {
+			break
+		}
 		if err := wr.Err(); err != nil {
 			return rev, err
 		}
@@ -310,4 +332,35 @@ func (w *leaseWatcher) diff(current []Lease) []Event {
 	slices.SortFunc(removed, byPrefix)
 	slices.SortFunc(added, byPrefix) // already sorted by list, kept explicit
 	return append(removed, added...)
+}
+
+// ErrStoreReset says etcd's revision went backwards: its data was replaced
+// (wiped, restored from an old backup, a new cluster at the same address). A
+// watch on the old revision would wait silently for a revision the new store
+// may take hours to reach, so the caller must re-read everything.
+var ErrStoreReset = errors.New("etcd's store was reset")
+
+// resetCheckInterval is how often a long-lived watch or lease keeper makes
+// sure that etcd still holds the history it follows: one small read.
+func (m *Manager) resetCheckInterval() time.Duration {
+	if m.resetCheck > 0 {
+		return m.resetCheck
+	}
+	return 10 * time.Second
+}
+
+// checkNotReset reads etcd's current revision and fails with ErrStoreReset
+// when it is below rev, a revision this client has already seen. A read that
+// fails is not a reset: the watch's own errors report etcd trouble.
+func (m *Manager) checkNotReset(ctx context.Context, rev int64) error {
+	rctx, cancel := m.reqCtx(ctx)
+	defer cancel()
+	resp, err := m.cli.Get(rctx, m.SubnetsPrefix(), clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		return nil
+	}
+	if resp.Header.Revision < rev {
+		return fmt.Errorf("revision %d, below %d already seen: %w", resp.Header.Revision, rev, ErrStoreReset)
+	}
+	return nil
 }

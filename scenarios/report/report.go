@@ -925,7 +925,7 @@ type flowPlot struct {
 }
 
 type flowStall struct {
-	X, W, H int
+	X, Y, W, H int
 	Title   string
 }
 
@@ -956,7 +956,7 @@ func layoutFlow(f *FlowResult) *flowPlot {
 	p.DurLabel = shortDur(f.Duration)
 	p.BytesLabel = fmt.Sprintf("%.1f MB", float64(f.Bytes)/1e6)
 	if longest.to > longest.from && f.MaxStall > 0 {
-		p.Stalls = []flowStall{{X: x(longest.from), W: max(x(longest.to)-x(longest.from), 1), H: p.Y0 - p.Y1,
+		p.Stalls = []flowStall{{X: x(longest.from), Y: p.Y1, W: max(x(longest.to)-x(longest.from), 1), H: p.Y0 - p.Y1,
 			Title: fmt.Sprintf("no bytes from +%s to +%s", shortDur(longest.from), shortDur(longest.to))}}
 	}
 	return p

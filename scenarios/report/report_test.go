@@ -642,3 +642,28 @@ func TestRenderSample(t *testing.T) {
 		t.Logf("wrote %s", name)
 	}
 }
+
+// A flow check's result is drawn as bytes over time, its longest stall
+// shaded, in the HTML report and kept in the JSON.
+func TestFlowPlot(t *testing.T) {
+	r := &Result{Scenario: "flows", Expectations: []ExpectResult{{Name: "held", Kind: "flow", Passed: false,
+		Flow: &FlowResult{Proto: "tcp", Bytes: 3000, Duration: 4 * time.Second, MaxStall: 2 * time.Second, Samples: []FlowSample{
+			{At: time.Second, Bytes: 1000}, {At: 2 * time.Second, Bytes: 1000}, {At: 3 * time.Second, Bytes: 1000}, {At: 4 * time.Second, Bytes: 3000}}}}}}
+	var b bytes.Buffer
+	if err := WriteHTML(&b, r); err != nil {
+		t.Fatal(err)
+	}
+	html := b.String()
+	for _, want := range []string{`class="flowplot"`, `<polyline class="flowline"`, `class="stall"`, "no bytes from &#43;1s to &#43;3s"} {
+		if !strings.Contains(html, want) {
+			t.Errorf("the report lacks %q", want)
+		}
+	}
+	var js bytes.Buffer
+	if err := WriteJSON(&js, r); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(js.String(), `"maxStallNs": 2000000000`) {
+		t.Errorf("json: %s", js.String())
+	}
+}

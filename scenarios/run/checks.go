@@ -61,7 +61,7 @@ func (r *runner) state(ctx context.Context, st *lab.State, e *scenarios.Expectat
 		pass, msg := checkMetric(ctx, st, e.Metric)
 		return pass, msg, true
 	case scenarios.KindNeigh:
-		pass, msg := checkNeigh(st, e.Neigh)
+		pass, msg := r.checkNeigh(st, e.Neigh)
 		return pass, msg, true
 	case scenarios.KindFDB:
 		pass, msg := r.checkFDB(st, e.FDB)
@@ -288,10 +288,21 @@ func labelText(ls map[string]string) string {
 	return "{" + strings.Join(parts, ",") + "}"
 }
 
-func checkNeigh(st *lab.State, c *scenarios.NeighCheck) (bool, string) {
+func (r *runner) checkNeigh(st *lab.State, c *scenarios.NeighCheck) (bool, string) {
 	h, ok := st.Host(c.Host)
 	if !ok {
 		return false, fmt.Sprintf("host %s is not in the lab", c.Host)
+	}
+	ip := c.IP
+	if c.IPPeer != "" {
+		r.mu.Lock()
+		sub := r.lease[c.IPPeer]
+		r.mu.Unlock()
+		p, err := netip.ParsePrefix(sub)
+		if err != nil {
+			return false, fmt.Sprintf("peer %s has no known subnet", c.IPPeer)
+		}
+		ip = p.Addr()
 	}
 	ns, err := lab.Neighbors(h.Netns)
 	if err != nil {
@@ -299,11 +310,11 @@ func checkNeigh(st *lab.State, c *scenarios.NeighCheck) (bool, string) {
 	}
 	var found []string
 	for _, n := range ns {
-		if n.IP == c.IP && (c.Dev == "" || n.Dev == c.Dev) && (c.LLAddr == "" || n.MAC == c.LLAddr) {
+		if n.IP == ip && (c.Dev == "" || n.Dev == c.Dev) && (c.LLAddr == "" || n.MAC == c.LLAddr) {
 			found = append(found, fmt.Sprintf("%s dev %s lladdr %s %s", n.IP, n.Dev, n.MAC, n.State))
 		}
 	}
-	return presence(c.Host, "neighbour "+c.IP.String(), c.Present, found)
+	return presence(c.Host, "neighbour "+ip.String(), c.Present, found)
 }
 
 func (r *runner) checkFDB(st *lab.State, c *scenarios.FDBCheck) (bool, string) {
@@ -325,11 +336,18 @@ func (r *runner) checkFDB(st *lab.State, c *scenarios.FDBCheck) (bool, string) {
 	}
 	var found []string
 	for _, x := range es {
-		if x.MAC == c.MAC && (c.Dev == "" || x.Dev == c.Dev) && (!dst.IsValid() || x.Dst == dst) {
+		if (c.MAC == "" || x.MAC == c.MAC) && (c.Dev == "" || x.Dev == c.Dev) && (!dst.IsValid() || x.Dst == dst) {
 			found = append(found, fmt.Sprintf("%s dev %s dst %s", x.MAC, x.Dev, x.Dst))
 		}
 	}
-	return presence(c.Host, "fdb entry "+c.MAC, c.Present, found)
+	what := "fdb entry"
+	if c.MAC != "" {
+		what += " " + c.MAC
+	}
+	if dst.IsValid() {
+		what += " to " + dst.String()
+	}
+	return presence(c.Host, what, c.Present, found)
 }
 
 // presence judges a present/absent check on what was found.

@@ -24,7 +24,7 @@ func (r *runner) doMore(ctx context.Context, s *scenarios.Step) error {
 	case scenarios.ActionImpairClear:
 		return l.ImpairClear(ctx, s.Host)
 	case scenarios.ActionLinkMTU:
-		return l.SetLinkMTU(s.Host, s.MTU)
+		return l.SetLinkMTU(ctx, s.Host, s.MTU)
 	case scenarios.ActionEtcdCompact:
 		rev, err := l.EtcdCompact(ctx)
 		if err == nil {
