@@ -101,6 +101,28 @@ var _ = Describe("a scenario written to fail", func() {
 	})
 })
 
+var _ = Describe("the checks of the second vocabulary", func() {
+	It("each fail when what they check does not hold", func() {
+		out := filepath.Join(GinkgoT().TempDir(), "out")
+		r := run("run", filepath.Join(repoRoot(), "e2e", "testdata", "new-checks-fail.yaml"), "--out", out, "--state-dir", stateRoot)
+		Expect(r.code).To(Equal(1), r.String())
+		var res report.Result
+		data, err := os.ReadFile(filepath.Join(out, "result.json"))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(json.Unmarshal(data, &res)).To(Succeed())
+		kinds := map[string]bool{}
+		for _, e := range res.Expectations {
+			Expect(e.Passed).To(BeFalse(), "%s (%s) passed: %s", e.Name, e.Kind, e.Message)
+			Expect(e.Message).NotTo(BeEmpty())
+			kinds[e.Kind] = true
+		}
+		for _, k := range []string{"pmtu", "ping", "flow", "tcp", "log", "resources", "metric", "neigh", "fdb", "route", "agent"} {
+			Expect(kinds).To(HaveKey(k), "no failing %s check", k)
+		}
+		Expect(netnsWithPrefix("ol-mustfl2-")).To(BeEmpty())
+	})
+})
+
 var _ = Describe("overlaylab validate", func() {
 	It("reports every error as file:line:column", func() {
 		f := filepath.Join(repoRoot(), "e2e", "testdata", "broken.yaml")

@@ -106,13 +106,17 @@ func (l *Lab) impair(ctx context.Context, st *State, host string, im Impairment)
 	// The host carries nothing until the relay runs: wait for its first
 	// counters (it writes them as soon as it forwards).
 	for deadline := time.Now().Add(5 * time.Second); ; {
-		if _, err := os.Stat(is.Stats); err == nil {
+		// The relay also writes its counters when it ends: only a running
+		// relay with counters is a started one.
+		if _, err := os.Stat(is.Stats); err == nil && alive(pid, l.name) {
 			break
 		}
 		if !alive(pid, l.name) || time.Now().After(deadline) {
 			_ = stop(pid, l.name, syscall.SIGKILL, time.Second)
 			_ = linkem.Remove(ctx, st.Underlay.Netns, st.Underlay.Bridge, plan.HostPort(h.Index))
-			return fmt.Errorf("impair %s: the link relay did not start\n--- %s ---\n%s", host, logPath, tail(logPath, 10))
+			exit, _ := os.ReadFile(exitPath(logPath))
+			_, serr := os.Stat(is.Stats)
+			return fmt.Errorf("impair %s: the link relay (pid %d, alive %v, stats %v, exit %q) did not start\n--- %s ---\n%s", host, pid, alive(pid, l.name), serr, exit, logPath, tail(logPath, 10))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -79,7 +79,15 @@ func spawn(bin, nsName, lab, role string, args []string, logPath string, ours bo
 // procMark returns the lab and role marks of a process, or ok=false if it
 // is not one of ours (or is gone).
 func procMark(pid int) (lab, role string, ok bool) {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
+	path := "/proc/" + strconv.Itoa(pid) + "/environ"
+	data, err := os.ReadFile(path)
+	// A process in the middle of exec has an empty environment for a
+	// moment (the new image's is set up after its close-on-exec files are
+	// closed, which is when cmd.Start returns): read again shortly.
+	for try := 0; err == nil && len(data) == 0 && try < 50; try++ {
+		time.Sleep(time.Millisecond)
+		data, err = os.ReadFile(path)
+	}
 	if err != nil {
 		return "", "", false
 	}
