@@ -20,7 +20,9 @@ import (
 // TestValidateNetworks: --networks, its names and the flags that go with
 // it are checked before anything starts, each mistake naming the flag.
 func TestValidateNetworks(t *testing.T) {
-	multi := func(o *Options) { o.Networks, o.SubnetDir, o.SubnetFile = []string{"red", "blue"}, "/run/flannel/networks", "" }
+	multi := func(o *Options) {
+		o.Networks, o.SubnetDir, o.SubnetFile = []string{"red", "blue"}, "/run/flannel/networks", ""
+	}
 	for _, tc := range []struct {
 		name string
 		mod  func(*Options)
