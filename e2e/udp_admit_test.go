@@ -39,7 +39,7 @@ var _ = Describe("udp admission", Ordered, func() {
 		for _, g := range garbage {
 			sendUDP(st.Etcd.Netns, to, g) // three copies each
 		}
-		Eventually(func() int { return dropCount(h1.Netns, "not_peer") }).WithTimeout(3 * time.Second).
+		Eventually(func() int { return dropCount(h1.Netns, "not_peer") }).WithTimeout(3*time.Second).
 			Should(Equal(notPeer+3*len(garbage)), "every datagram from the non-peer counted as not_peer")
 		Consistently(func() int { return dropCount(h1.Netns, "malformed") + dropCount(h1.Netns, "not_ipv4") }).
 			WithTimeout(300*time.Millisecond).Should(Equal(bad), "a non-peer's garbage counted as malformed or not_ipv4")

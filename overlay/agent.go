@@ -2,6 +2,10 @@
 // a subnet for this host, programs a backend for every peer lease it sees and
 // writes subnet.env for the container runtime. It knows nothing of the lab:
 // it runs in whatever network namespace it is started in, like flanneld.
+//
+// With Options.Networks one agent serves several networks, each with its
+// own config, leases, datapath, routing table and conntrack zone (see
+// tenant.go); without, it is flanneld's single-network agent.
 package overlay
 
 import (
@@ -11,9 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"net/netip"
-	"sync/atomic"
-	"time"
+	"strings"
 
 	"golang.org/x/sync/errgroup"
 
@@ -23,7 +25,6 @@ import (
 	"github.com/overlaylab/overlaylab/overlay/backend/vxlan"
 	"github.com/overlaylab/overlaylab/overlay/config"
 	"github.com/overlaylab/overlaylab/overlay/subnet"
-	"github.com/overlaylab/overlaylab/overlay/subnetenv"
 )
 
 // builtinBackends maps Backend.Type to the backends built into the agent.
@@ -40,11 +41,11 @@ type Agent struct {
 	opts     Options
 	log      *slog.Logger
 	backends map[string]backend.Factory
-	metrics  backend.Metrics
-	ready    atomic.Bool
-	peers    atomic.Int64
-	mgr      atomic.Pointer[subnet.Manager]
-	env      atomic.Pointer[envFile]
+	// tenancy installs the isolation of the networks of a multi-network
+	// agent; tests that run in the machine's own namespace replace it.
+	tenancy tenancyKernel
+	// nets are the networks served: one (name "") without Options.Networks.
+	nets []*network
 }
 
 // New fills the options a caller left zero with flanneld's defaults, checks
@@ -54,7 +55,19 @@ func New(opts Options) (*Agent, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
-	return &Agent{opts: opts, log: opts.Logger, backends: builtinBackends()}, nil
+	a := &Agent{opts: opts, log: opts.Logger, backends: builtinBackends(), tenancy: hostTenancy(opts.Logger)}
+	if len(opts.Networks) == 0 {
+		a.nets = []*network{{a: a, prefix: opts.EtcdPrefix, envPath: opts.SubnetFile, log: a.log}}
+		return a, nil
+	}
+	prefix := strings.TrimRight(opts.EtcdPrefix, "/")
+	for _, t := range assignTenants(opts.Networks) {
+		a.nets = append(a.nets, &network{
+			a: a, name: t.name, prefix: prefix + "/" + t.name, envPath: envPath(opts.SubnetDir, t.name),
+			tenant: &t, log: a.log.With("network", t.name),
+		})
+	}
+	return a, nil
 }
 
 // Run runs the agent until ctx is done (then it returns nil) or it hits an
@@ -71,8 +84,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	a.log.Info("using interface", "iface", ext.Iface.Name, "public_ip", ext.PublicIP)
-	mgr := subnet.NewManager(cli, a.subnetOptions(ext))
-	a.mgr.Store(mgr)
+	for _, n := range a.nets {
+		n.mgr.Store(subnet.NewManager(cli, a.subnetOptions(ext, n)))
+	}
 
 	// The HTTP endpoint answers while the agent waits for etcd and a
 	// config, and goes when the network part ends, for whatever reason.
@@ -88,7 +102,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	g.Go(func() error {
 		defer stop()
-		return a.runNetwork(gctx, mgr, ext)
+		return a.runNetworks(gctx, ext)
 	})
 	err = g.Wait()
 	if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled)) {
@@ -98,149 +112,97 @@ func (a *Agent) Run(ctx context.Context) error {
 	return err
 }
 
-func (a *Agent) subnetOptions(ext backend.External) subnet.Options {
-	so := subnet.Options{Prefix: a.opts.EtcdPrefix, TTL: a.opts.LeaseTTL, RenewMargin: a.opts.renewMargin(), Logger: a.log}
+func (a *Agent) subnetOptions(ext backend.External, n *network) subnet.Options {
+	so := subnet.Options{Prefix: n.prefix, TTL: a.opts.LeaseTTL, RenewMargin: a.opts.renewMargin(), Logger: n.log}
 	if a.opts.SubnetSeed != 0 {
+		// The same seed for every network of the host: networks with the
+		// same CIDR then tend to lease the same subnets on a host, which is
+		// what a lab wants to show overlapping addresses kept apart.
 		ip := ext.PublicIP.As4()
 		so.Rand = rand.New(rand.NewPCG(uint64(a.opts.SubnetSeed), uint64(binary.BigEndian.Uint32(ip[:]))))
 	}
 	return so
 }
 
-// runNetwork is the agent proper: config, backend, lease, peers,
-// subnet.env, then the running phase (serve) until ctx ends.
-func (a *Agent) runNetwork(ctx context.Context, mgr *subnet.Manager, ext backend.External) error {
-	cfg, err := a.waitConfig(ctx, mgr)
-	if err != nil {
-		return err
-	}
-	be, err := a.newBackend(cfg, ext)
-	if err != nil {
-		return err
-	}
-	// Deferred here, so it runs after serve has returned, that is after the
-	// datapath's Run has returned: Close never pulls the device from under it.
-	defer func() {
-		if err := be.Close(); err != nil {
-			a.log.Warn("closing the datapath", "err", err)
+// runNetworks runs every network until ctx ends or one fails. A single
+// network starts as soon as its config is there. Several wait until every
+// config is there and they fit together (checkNetworks), then the agent
+// installs their isolation before any datapath exists, and they run side
+// by side.
+func (a *Agent) runNetworks(ctx context.Context, ext backend.External) error {
+	if len(a.opts.Networks) == 0 {
+		// Only leftovers of a multi-network run on this host are removed,
+		// and only if there are any; failing to is not fatal here.
+		if err := a.tenancy.reset(nil); err != nil {
+			a.log.Warn("removing what an earlier multi-network run left failed", "err", err)
 		}
-	}()
-	pub, err := be.Prepare(ctx)
-	if err != nil {
-		return err
-	}
-	// An interface MTU can be 65536 (loopback); IP packets, and so
-	// FLANNEL_MTU, stop at 65535.
-	pub.MTU = min(pub.MTU, 65535)
-
-	attrs := subnet.LeaseAttrs{PublicIP: ext.PublicIP, BackendType: pub.BackendType, BackendData: pub.BackendData}
-	lease, err := a.acquire(ctx, mgr, cfg, attrs, a.previousSubnet(cfg))
-	if err != nil {
-		return err
-	}
-	a.log.Info("lease acquired", "subnet", lease.Subnet, "expires", lease.Expiration.Format(time.RFC3339))
-	if err := be.Configure(ctx, *lease); err != nil {
-		return err
-	}
-	if a.opts.IPMasq {
-		masq, err := setupIPMasq(cfg.Network, lease.Subnet)
+		n := a.nets[0]
+		cfg, err := n.waitConfig(ctx)
 		if err != nil {
 			return err
 		}
-		defer masq.Close()
+		return n.run(ctx, cfg, ext)
 	}
-	st, rev, err := a.programPeers(ctx, mgr, be, lease.Subnet)
+	cfgs, err := a.waitConfigs(ctx)
 	if err != nil {
 		return err
 	}
-	env := newEnvFile(a.opts.SubnetFile, a.log)
-	a.env.Store(env)
-	// The first write is checked: without subnet.env no container can
-	// start here, and a path that cannot be written is best reported now.
-	if err := env.set(a.subnetEnv(cfg, *lease, pub.MTU)); err != nil {
-		return fmt.Errorf("write %s: %w", a.opts.SubnetFile, err)
+	plan := make([]tenancy, len(a.nets))
+	for i, n := range a.nets {
+		plan[i] = newTenancy(*n.tenant, cfgs[i].cfg, ext.Iface.Name)
+		n.tenancy = plan[i]
 	}
-	a.ready.Store(true)
-	a.log.Info("ready", "subnet_file", a.opts.SubnetFile, "peers", len(st.peers))
-	return a.serve(ctx, running{mgr: mgr, cfg: cfg, be: be, mtu: pub.MTU, lease: lease, rev: rev, peers: st, env: env})
+	if err := a.tenancy.reset(plan); err != nil {
+		return fmt.Errorf("isolate the networks: %w", err)
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	for i, n := range a.nets {
+		g.Go(func() error { return n.run(gctx, cfgs[i].cfg, ext) })
+	}
+	return g.Wait()
 }
 
-// newBackend makes the backend the config names.
-func (a *Agent) newBackend(cfg *config.Config, ext backend.External) (backend.Backend, error) {
+// waitConfigs waits for every network's config and checks that one agent
+// can serve them together.
+func (a *Agent) waitConfigs(ctx context.Context) ([]namedConfig, error) {
+	cfgs := make([]namedConfig, len(a.nets))
+	g, gctx := errgroup.WithContext(ctx)
+	for i, n := range a.nets {
+		g.Go(func() error {
+			cfg, err := n.waitConfig(gctx)
+			cfgs[i] = namedConfig{name: n.name, key: n.mgr.Load().ConfigKey(), cfg: cfg}
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	if err := checkNetworks(cfgs); err != nil {
+		return nil, fmt.Errorf("--networks %s: %w", strings.Join(a.opts.Networks, ","), err)
+	}
+	return cfgs, nil
+}
+
+// newBackend makes the backend the config names, for network n.
+func (a *Agent) newBackend(n *network, cfg *config.Config, ext backend.External) (backend.Backend, error) {
 	factory, ok := a.backends[cfg.Backend.Type]
 	if !ok {
 		return nil, fmt.Errorf("config: Backend.Type %q is not built into this agent", cfg.Backend.Type)
 	}
-	return factory(cfg, ext, &a.metrics, backend.Options{UDPMode: a.opts.UDPMode, Workers: a.opts.UDPWorkers})
+	o := backend.Options{UDPMode: a.opts.UDPMode, Workers: a.opts.UDPWorkers}
+	if n.tenant != nil {
+		o.Network, o.Table, o.DeviceName = n.name, n.tenant.table, udpDeviceName(n.name)
+	}
+	return factory(cfg, ext, &n.metrics, o)
 }
 
-// previousSubnet is the subnet subnet.env remembers from an earlier run in
-// the same Network, to be leased again if it is free.
-func (a *Agent) previousSubnet(cfg *config.Config) netip.Prefix {
-	if env, err := subnetenv.Read(a.opts.SubnetFile); err == nil && env.Network == cfg.Network {
-		return env.LeaseSubnet()
-	}
-	return netip.Prefix{}
-}
-
-// programPeers programs every current lease, then has the backend drop
-// what an earlier run left for peers that are gone. The revision is where
-// the watch continues.
-func (a *Agent) programPeers(ctx context.Context, mgr *subnet.Manager, be backend.Backend, own netip.Prefix) (*peerState, int64, error) {
-	leases, rev, err := mgr.Leases(ctx)
-	if err != nil {
-		return nil, 0, fmt.Errorf("list leases: %w", err)
-	}
-	st := newPeerState(own)
-	initial := make([]subnet.Event, 0, len(leases))
-	for _, l := range leases {
-		initial = append(initial, subnet.Event{Type: subnet.Added, Lease: l})
-	}
-	a.apply(ctx, be, st, initial)
-	a.reconcile(ctx, be)
-	return st, rev, nil
-}
-
-func (a *Agent) subnetEnv(cfg *config.Config, l subnet.Lease, mtu int) subnetenv.Env {
-	return subnetenv.Env{Network: cfg.Network, Subnet: subnetenv.SubnetFromLease(l.Subnet), MTU: mtu, IPMasq: a.opts.IPMasq}
-}
-
-// waitConfig polls until the config key exists and parses, logging why not.
-func (a *Agent) waitConfig(ctx context.Context, mgr *subnet.Manager) (*config.Config, error) {
-	delay := 500 * time.Millisecond
-	key := mgr.ConfigKey()
-	for {
-		cfg, err := mgr.GetConfig(ctx)
-		if err == nil {
-			a.log.Info("network config", "network", cfg.Network, "subnet_len", cfg.SubnetLen, "backend", cfg.Backend.Type)
-			return cfg, nil
+// ready reports whether every network is ready, and names those that are not.
+func (a *Agent) ready() (bool, []string) {
+	var waiting []string
+	for _, n := range a.nets {
+		if !n.ready.Load() {
+			waiting = append(waiting, n.name)
 		}
-		a.log.Error("waiting for a valid network config", "key", key, "err", err, "retry_in", delay)
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(delay):
-		}
-		delay = min(delay*2, 5*time.Second)
 	}
-}
-
-func (a *Agent) acquire(ctx context.Context, mgr *subnet.Manager, cfg *config.Config, attrs subnet.LeaseAttrs, prev netip.Prefix) (*subnet.Lease, error) {
-	delay := 500 * time.Millisecond
-	for {
-		l, err := mgr.Acquire(ctx, cfg, attrs, prev)
-		if err == nil {
-			return l, nil
-		}
-		if errors.Is(err, subnet.ErrNoFreeSubnet) {
-			return nil, err
-		}
-		a.log.Error("acquire lease failed; retrying", "err", err, "retry_in", delay)
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(delay):
-		}
-		delay = min(delay*2, 5*time.Second)
-	}
+	return len(waiting) == 0, waiting
 }

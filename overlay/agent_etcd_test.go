@@ -45,8 +45,8 @@ func TestLeaseSurvivesEtcdOutage(t *testing.T) {
 	opts.LeaseTTL = ttl
 	opts.LeaseRenewMargin = 5 * time.Second
 	ra := startAgent(t, opts, lb)
-	eventually(t, 15*time.Second, "the agent to be ready", func() bool { return ra.agent.ready.Load() })
-	mgr := ra.agent.mgr.Load()
+	eventually(t, 15*time.Second, "the agent to be ready", func() bool { return ra.agent.nets[0].ready.Load() })
+	mgr := ra.agent.nets[0].mgr.Load()
 	key, before := leaseKV(t, cli, prefix)
 
 	te.Stop()

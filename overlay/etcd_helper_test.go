@@ -133,13 +133,24 @@ func startAgent(t *testing.T, opts Options, lb *logBuffer) *runningAgent {
 // startRecordedAgent is startAgent with a recorder the test looks at.
 func startRecordedAgent(t *testing.T, opts Options, lb *logBuffer, rec *recorder) *runningAgent {
 	t.Helper()
+	return startAgentWith(t, opts, lb, rec, nil)
+}
+
+// startAgentWith is startRecordedAgent with the backends the test gives
+// (nil: the built-in ones), each wrapped in the recorder.
+func startAgentWith(t *testing.T, opts Options, lb *logBuffer, rec *recorder, backends map[string]backend.Factory) *runningAgent {
+	t.Helper()
 	a, err := New(opts)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
+	if backends != nil {
+		a.backends = backends
+	}
 	for typ, f := range a.backends {
 		a.backends[typ] = rec.wrap(f)
 	}
+	a.tenancy = rec.tenancy()
 	ctx, cancel := context.WithCancel(context.Background())
 	ra := &runningAgent{
 		agent: a, log: lb, port: opts.HealthzPort, cancel: cancel, done: make(chan error, 1),
@@ -228,6 +239,31 @@ type recorder struct {
 	closedAt   time.Time
 	closedLive bool // Close came while Run still ran
 	reconciles int
+	resets     [][]tenancy // plans handed to the tenancy's reset
+	ensured    map[string]int
+}
+
+// tenancy is a tenancyKernel that keeps the networks' isolation away from
+// the kernel (the tests run in the machine's own namespace) and records it.
+func (r *recorder) tenancy() tenancyKernel { return recordedTenancy{r} }
+
+type recordedTenancy struct{ r *recorder }
+
+func (t recordedTenancy) reset(plan []tenancy) error {
+	t.r.mu.Lock()
+	defer t.r.mu.Unlock()
+	t.r.resets = append(t.r.resets, plan)
+	return nil
+}
+
+func (t recordedTenancy) ensure(x tenancy) error {
+	t.r.mu.Lock()
+	defer t.r.mu.Unlock()
+	if t.r.ensured == nil {
+		t.r.ensured = map[string]int{}
+	}
+	t.r.ensured[x.name]++
+	return nil
 }
 
 func (r *recorder) wrap(f backend.Factory) backend.Factory {
@@ -243,7 +279,12 @@ func (r *recorder) wrap(f backend.Factory) backend.Factory {
 func (r *recorder) snapshot() recorder {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return recorder{running: r.running, runEnded: r.runEnded, closes: r.closes, closedAt: r.closedAt, closedLive: r.closedLive, reconciles: r.reconciles}
+	ensured := map[string]int{}
+	for k, v := range r.ensured {
+		ensured[k] = v
+	}
+	return recorder{running: r.running, runEnded: r.runEnded, closes: r.closes, closedAt: r.closedAt, closedLive: r.closedLive, reconciles: r.reconciles,
+		resets: append([][]tenancy(nil), r.resets...), ensured: ensured}
 }
 
 type recorded struct {

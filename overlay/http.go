@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/overlaylab/overlaylab/overlay/backend"
 	"github.com/overlaylab/overlaylab/overlay/subnet"
 )
 
@@ -29,8 +30,12 @@ func (a *Agent) listenHTTP() (*http.Server, net.Listener, error) {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !a.ready.Load() {
-			http.Error(w, "not ready: no lease or datapath yet", http.StatusServiceUnavailable)
+		if ok, waiting := a.ready(); !ok {
+			msg := "not ready: no lease or datapath yet"
+			if len(a.opts.Networks) > 0 {
+				msg = "not ready: no lease, datapath or env file yet for network " + strings.Join(waiting, ", ")
+			}
+			http.Error(w, msg, http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ready")
@@ -67,45 +72,66 @@ func (a *Agent) serveHTTP(ctx context.Context, srv *http.Server, ln net.Listener
 	return nil
 }
 
+// writeMetrics writes /metrics. The figures of a network carry its name as
+// a label (network="red") in a multi-network agent, and none in a single-
+// network one; the process figures never do.
 func (a *Agent) writeMetrics(w http.ResponseWriter) {
-	gauge := func(name, help string, v int64) {
-		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s gauge\n%s %d\n", name, help, name, name, v)
-	}
-	counter := func(name, help string, v uint64) {
-		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n%s %d\n", name, help, name, name, v)
-	}
-	ready := int64(0)
-	if a.ready.Load() {
-		ready = 1
-	}
-	gauge("overlaylab_ready", "1 once subnet.env is written and the datapath programmed.", ready)
-	gauge("overlaylab_peers", "Peer leases programmed into the datapath.", a.peers.Load())
-	var ls subnet.Stats
-	if m := a.mgr.Load(); m != nil {
-		ls = m.Stats()
-	}
-	counter("overlaylab_lease_renewals_total", "Times the subnet lease was renewed.", ls.Renewals)
-	counter("overlaylab_lease_renewal_failures_total", "Failed attempts to renew the subnet lease.", ls.RenewFailures)
-	counter("overlaylab_lease_reacquired_total", "Times the lease was lost (deleted, expired) and acquired again.", ls.Reacquired)
-	var envFailures uint64
-	var envPending int64
-	if f := a.env.Load(); f != nil {
-		envFailures = f.failures.Load()
-		if f.pending.Load() {
-			envPending = 1
+	family := func(name, typ, help string, v func(n *network) int64) {
+		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, typ)
+		for _, n := range a.nets {
+			if l := n.label(); l != "" {
+				fmt.Fprintf(w, "%s{%s} %d\n", name, l, v(n))
+			} else {
+				fmt.Fprintf(w, "%s %d\n", name, v(n))
+			}
 		}
 	}
-	counter("overlaylab_subnet_env_write_failures_total", "Failed attempts to write subnet.env (each is retried with backoff).", envFailures)
-	gauge("overlaylab_subnet_env_pending", "1 while subnet.env does not yet say what the lease says (a write failed and is being retried).", envPending)
-	a.metrics.WritePrometheus(w)
+	gauge := func(name, help string, v func(n *network) int64) { family(name, "gauge", help, v) }
+	counter := func(name, help string, v func(n *network) uint64) {
+		family(name, "counter", help, func(n *network) int64 { return int64(v(n)) })
+	}
+	lease := func(n *network) subnet.Stats {
+		if m := n.mgr.Load(); m != nil {
+			return m.Stats()
+		}
+		return subnet.Stats{}
+	}
+	env := func(n *network) *envFile {
+		if f := n.env.Load(); f != nil {
+			return f
+		}
+		return &envFile{}
+	}
+	gauge("overlaylab_ready", "1 once subnet.env is written and the datapath programmed.", func(n *network) int64 { return b2i(n.ready.Load()) })
+	gauge("overlaylab_peers", "Peer leases programmed into the datapath.", func(n *network) int64 { return n.peers.Load() })
+	counter("overlaylab_lease_renewals_total", "Times the subnet lease was renewed.", func(n *network) uint64 { return lease(n).Renewals })
+	counter("overlaylab_lease_renewal_failures_total", "Failed attempts to renew the subnet lease.", func(n *network) uint64 { return lease(n).RenewFailures })
+	counter("overlaylab_lease_reacquired_total", "Times the lease was lost (deleted, expired) and acquired again.", func(n *network) uint64 { return lease(n).Reacquired })
+	counter("overlaylab_subnet_env_write_failures_total", "Failed attempts to write subnet.env (each is retried with backoff).", func(n *network) uint64 { return env(n).failures.Load() })
+	gauge("overlaylab_subnet_env_pending", "1 while subnet.env does not yet say what the lease says (a write failed and is being retried).", func(n *network) int64 { return b2i(env(n).pending.Load()) })
+	labeled := make([]backend.Labeled, len(a.nets))
+	for i, n := range a.nets {
+		labeled[i] = backend.Labeled{Label: n.label(), M: &n.metrics}
+	}
+	backend.WritePrometheusAll(w, labeled)
 	// Process figures, for leak checks in soak runs.
-	gauge("overlaylab_goroutines", "Goroutines in the agent.", int64(runtime.NumGoroutine()))
+	one := func(name, help string, v int64) {
+		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s gauge\n%s %d\n", name, help, name, name, v)
+	}
+	one("overlaylab_goroutines", "Goroutines in the agent.", int64(runtime.NumGoroutine()))
 	if fds, err := os.ReadDir("/proc/self/fd"); err == nil {
-		gauge("overlaylab_open_fds", "Open file descriptors of the agent.", int64(len(fds)))
+		one("overlaylab_open_fds", "Open file descriptors of the agent.", int64(len(fds)))
 	}
 	if rss := residentBytes(); rss > 0 {
-		gauge("overlaylab_resident_memory_bytes", "Resident set size of the agent.", rss)
+		one("overlaylab_resident_memory_bytes", "Resident set size of the agent.", rss)
 	}
+}
+
+func b2i(b bool) int64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // residentBytes reads VmRSS from /proc/self/status.

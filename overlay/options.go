@@ -28,7 +28,16 @@ type Options struct {
 	Iface         string // name or IP of the external interface; empty = default route's
 	PublicIP      string // published address; empty = the interface's
 	IPMasq        bool
-	SubnetFile    string // empty = DefaultSubnetFile
+	SubnetFile    string // empty = DefaultSubnetFile (single-network mode)
+	// Networks (--networks) makes a multi-network agent: one process
+	// serving every listed network, each with its config at
+	// <prefix>/NAME/config, its leases under <prefix>/NAME/subnets/, its
+	// own datapath, routing table and conntrack zone, and its subnet env
+	// file SubnetDir/NAME.env. Empty: the single-network agent, exactly
+	// flanneld's. Excludes SubnetFile.
+	Networks []string
+	// SubnetDir (--subnet-dir) holds a multi-network agent's env files.
+	SubnetDir string
 	// RenewMarginMinutes is flanneld's --subnet-lease-renew-margin: renew
 	// the lease this many minutes (at least 1) before it expires.
 	RenewMarginMinutes int
@@ -70,7 +79,7 @@ func (o Options) withDefaults() Options {
 	if o.EtcdPrefix == "" {
 		o.EtcdPrefix = d.EtcdPrefix
 	}
-	if o.SubnetFile == "" {
+	if o.SubnetFile == "" && len(o.Networks) == 0 {
 		o.SubnetFile = d.SubnetFile
 	}
 	if o.RenewMarginMinutes == 0 {
@@ -131,7 +140,60 @@ func (o Options) Validate() error {
 	if o.UDPWorkers < 0 || o.UDPWorkers > MaxUDPWorkers {
 		bad("--udp-workers %d: must be 0..%d (0 = the backend's default)", o.UDPWorkers, MaxUDPWorkers)
 	}
+	errs = append(errs, o.validateNetworks()...)
 	return errors.Join(errs...)
+}
+
+// MaxNetworks bounds --networks: each network is a routing table, a
+// conntrack zone and a datapath of the agent's.
+const MaxNetworks = 64
+
+// validateNetworks checks --networks and the flags that go with it.
+func (o Options) validateNetworks() []error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if len(o.Networks) == 0 {
+		if o.SubnetDir != "" {
+			bad("--subnet-dir %q: only with --networks (a single network writes --subnet-file)", o.SubnetDir)
+		}
+		return errs
+	}
+	if len(o.Networks) > MaxNetworks {
+		bad("--networks: %d networks, at most %d", len(o.Networks), MaxNetworks)
+	}
+	seen := map[string]bool{}
+	for _, n := range o.Networks {
+		if err := ValidNetworkName(n); err != nil {
+			bad("--networks: %w", err)
+		} else if seen[n] {
+			bad("--networks: network %q listed twice", n)
+		}
+		seen[n] = true
+	}
+	if o.SubnetFile != "" {
+		bad("--networks and --subnet-file %q exclude each other: each network writes --subnet-dir/NAME.env", o.SubnetFile)
+	}
+	if o.SubnetDir == "" {
+		bad("--networks needs --subnet-dir (each network writes DIR/NAME.env)")
+	}
+	if o.IPMasq {
+		bad("--ip-masq with --networks is refused: each network's routing table ends in an unreachable default, so no traffic of a tenant network leaves the overlay to be masqueraded")
+	}
+	return errs
+}
+
+// ValidNetworkName checks a network name of --networks: 1 to 8 of
+// [a-z0-9], starting with a letter. The name ends up in kernel names with
+// a 15-character limit (the udp device fl-NAME) and in etcd keys.
+func ValidNetworkName(name string) error {
+	ok := len(name) >= 1 && len(name) <= 8 && name[0] >= 'a' && name[0] <= 'z'
+	for _, c := range name {
+		ok = ok && (c >= 'a' && c <= 'z' || c >= '0' && c <= '9')
+	}
+	if !ok {
+		return fmt.Errorf("network name %q: want 1 to 8 of a-z and 0-9, starting with a letter", name)
+	}
+	return nil
 }
 
 // renewMargin is the margin the lease is renewed with.

@@ -110,13 +110,13 @@ func TestWorkersReachBackend(t *testing.T) {
 		got = o
 		return nil, nil
 	}}
-	if _, err := a.newBackend(&config.Config{Backend: config.Backend{Type: config.BackendUDP}}, backend.External{}); err != nil {
+	if _, err := a.newBackend(a.nets[0], &config.Config{Backend: config.Backend{Type: config.BackendUDP}}, backend.External{}); err != nil {
 		t.Fatal(err)
 	}
 	if got.Workers != 6 || got.UDPMode != "simple" {
 		t.Errorf("backend.Options = %+v, want Workers 6, UDPMode simple", got)
 	}
-	if _, err := a.newBackend(&config.Config{Backend: config.Backend{Type: "ipip"}}, backend.External{}); err == nil || !strings.Contains(err.Error(), `"ipip"`) {
+	if _, err := a.newBackend(a.nets[0], &config.Config{Backend: config.Backend{Type: "ipip"}}, backend.External{}); err == nil || !strings.Contains(err.Error(), `"ipip"`) {
 		t.Errorf("unknown backend type: %v", err)
 	}
 }

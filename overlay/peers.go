@@ -28,7 +28,7 @@ type peerUpdate struct {
 
 // apply hands lease events to the backend, skipping our own subnet and
 // no-op updates.
-func (a *Agent) apply(ctx context.Context, be backend.Backend, st *peerState, evs []subnet.Event) {
+func (n *network) apply(ctx context.Context, be backend.Backend, st *peerState, evs []subnet.Event) {
 	for _, ev := range evs {
 		p := ev.Lease.Subnet
 		if p == st.own {
@@ -40,55 +40,61 @@ func (a *Agent) apply(ctx context.Context, be backend.Backend, st *peerState, ev
 				continue
 			}
 			if err := be.AddPeer(ctx, ev.Lease); err != nil {
-				a.log.Error("add peer failed", "subnet", p, "public_ip", ev.Lease.Attrs.PublicIP, "err", err)
+				n.log.Error("add peer failed", "subnet", p, "public_ip", ev.Lease.Attrs.PublicIP, "err", err)
 				continue
 			}
 			st.peers[p] = ev.Lease
-			a.log.Info("peer added", "subnet", p, "public_ip", ev.Lease.Attrs.PublicIP)
+			n.log.Info("peer added", "subnet", p, "public_ip", ev.Lease.Attrs.PublicIP)
 		case subnet.Removed:
-			a.removePeer(ctx, be, st, p)
+			n.removePeer(ctx, be, st, p)
 		}
 	}
-	a.peers.Store(int64(len(st.peers)))
+	n.peers.Store(int64(len(st.peers)))
 }
 
-func (a *Agent) removePeer(ctx context.Context, be backend.Backend, st *peerState, p netip.Prefix) {
+func (n *network) removePeer(ctx context.Context, be backend.Backend, st *peerState, p netip.Prefix) {
 	old, ok := st.peers[p]
 	if !ok {
 		return
 	}
 	if err := be.RemovePeer(ctx, old); err != nil {
-		a.log.Error("remove peer failed", "subnet", p, "err", err)
+		n.log.Error("remove peer failed", "subnet", p, "err", err)
 	}
 	delete(st.peers, p)
-	a.log.Info("peer removed", "subnet", p)
+	n.log.Info("peer removed", "subnet", p)
 }
 
 // resync brings the programmed peers and the kernel in line with the
 // complete current lease set: peers that are gone although no event said
 // so are removed, then the backend drops whatever it owns that no
 // remaining peer justifies.
-func (a *Agent) resync(ctx context.Context, be backend.Backend, st *peerState, current []subnet.Lease) {
+func (n *network) resync(ctx context.Context, be backend.Backend, st *peerState, current []subnet.Lease) {
 	keep := make(map[netip.Prefix]bool, len(current))
 	for _, l := range current {
 		keep[l.Subnet] = true
 	}
 	for p := range st.peers {
 		if !keep[p] {
-			a.log.Info("peer gone without an event; removing it", "subnet", p)
-			a.removePeer(ctx, be, st, p)
+			n.log.Info("peer gone without an event; removing it", "subnet", p)
+			n.removePeer(ctx, be, st, p)
 		}
 	}
-	a.peers.Store(int64(len(st.peers)))
-	a.reconcile(ctx, be)
+	n.peers.Store(int64(len(st.peers)))
+	n.reconcile(ctx, be)
 }
 
-// reconcile asks the backend to drop stale kernel state. A failure is
-// logged, not fatal: the current peers are programmed either way, and the
-// next resync tries again.
-func (a *Agent) reconcile(ctx context.Context, be backend.Backend) {
+// reconcile asks the backend to drop stale kernel state and, for a
+// network of several, restores the network's rule and unreachable default.
+// A failure is logged, not fatal: the current peers are programmed either
+// way, and the next resync tries again.
+func (n *network) reconcile(ctx context.Context, be backend.Backend) {
 	if err := be.Reconcile(ctx); err != nil {
-		a.log.Error("removing stale peer state failed", "err", err)
+		n.log.Error("removing stale peer state failed", "err", err)
+	}
+	if n.tenant != nil {
+		if err := n.a.tenancy.ensure(n.tenancy); err != nil {
+			n.log.Error("restoring the network's policy rule and unreachable default failed", "err", err)
+		}
 	}
 }
 

@@ -50,23 +50,24 @@ func TestResyncDropsPeersGoneWithoutEvent(t *testing.T) {
 	}
 	be := &peerTable{peers: map[netip.Prefix]subnet.Lease{}}
 	own, h2, h3 := peerLease("10.10.1.0/24"), peerLease("10.10.2.0/24"), peerLease("10.10.3.0/24")
+	n := a.nets[0]
 	st := newPeerState(own.Subnet)
 	ctx := context.Background()
 	var evs []subnet.Event
 	for _, l := range []subnet.Lease{own, h2, h3} {
 		evs = append(evs, subnet.Event{Type: subnet.Added, Lease: l})
 	}
-	a.apply(ctx, be, st, evs)
-	if len(st.peers) != 2 || a.peers.Load() != 2 {
-		t.Fatalf("after adding own, h2, h3: %d peers (gauge %d), want 2", len(st.peers), a.peers.Load())
+	n.apply(ctx, be, st, evs)
+	if len(st.peers) != 2 || n.peers.Load() != 2 {
+		t.Fatalf("after adding own, h2, h3: %d peers (gauge %d), want 2", len(st.peers), n.peers.Load())
 	}
 
-	a.resync(ctx, be, st, []subnet.Lease{own, h2}) // h3 went without an event
+	n.resync(ctx, be, st, []subnet.Lease{own, h2}) // h3 went without an event
 	if _, ok := st.peers[h3.Subnet]; ok || !slices.Equal(be.removed, []netip.Prefix{h3.Subnet}) {
 		t.Errorf("after resync: peers %v, removed %v; want h3 removed and only h3", st.peers, be.removed)
 	}
-	if _, ok := st.peers[h2.Subnet]; !ok || a.peers.Load() != 1 {
-		t.Errorf("h2 lost in the resync (gauge %d)", a.peers.Load())
+	if _, ok := st.peers[h2.Subnet]; !ok || n.peers.Load() != 1 {
+		t.Errorf("h2 lost in the resync (gauge %d)", n.peers.Load())
 	}
 	if be.reconciles != 1 {
 		t.Errorf("Reconcile called %d times by the resync, want 1", be.reconciles)

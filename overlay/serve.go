@@ -31,7 +31,7 @@ var errDatapathStopped = errors.New("datapath: stopped on its own")
 // watch, each on a goroutine of one errgroup, with the event loop that owns
 // every backend call. It returns when ctx ends or any of them fails, and
 // only after all of them have returned.
-func (a *Agent) serve(ctx context.Context, r running) error {
+func (n *network) serve(ctx context.Context, r running) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	g, ctx := errgroup.WithContext(ctx)
@@ -67,8 +67,8 @@ func (a *Agent) serve(ctx context.Context, r running) error {
 			}
 		}))
 	})
-	g.Go(func() error { return ended(ctx, r.mgr.WatchConfig(ctx, a.reportConfig(r.cfg))) })
-	g.Go(func() error { return a.loop(ctx, r, updates, leases) })
+	g.Go(func() error { return ended(ctx, r.mgr.WatchConfig(ctx, n.reportConfig(r.cfg))) })
+	g.Go(func() error { return n.loop(ctx, r, updates, leases) })
 	return g.Wait()
 }
 
@@ -82,19 +82,19 @@ func ended(ctx context.Context, err error) error {
 }
 
 // loop is the one goroutine that calls the backend while it runs.
-func (a *Agent) loop(ctx context.Context, r running, updates <-chan peerUpdate, leases <-chan subnet.Lease) error {
+func (n *network) loop(ctx context.Context, r running, updates <-chan peerUpdate, leases <-chan subnet.Lease) error {
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case u := <-updates:
 			if u.resync {
-				a.resync(ctx, r.be, r.peers, u.current)
+				n.resync(ctx, r.be, r.peers, u.current)
 			} else {
-				a.apply(ctx, r.be, r.peers, u.events)
+				n.apply(ctx, r.be, r.peers, u.events)
 			}
 		case l := <-leases:
-			if err := a.leaseChanged(ctx, r, l); err != nil {
+			if err := n.leaseChanged(ctx, r, l); err != nil {
 				return err
 			}
 		case <-r.env.retryC():
@@ -106,31 +106,31 @@ func (a *Agent) loop(ctx context.Context, r running, updates <-chan peerUpdate, 
 // leaseChanged follows a re-acquired lease: the backend moves to a new
 // subnet, and subnet.env is rewritten if its content changes. A failed
 // write is retried by the loop and never stops the datapath.
-func (a *Agent) leaseChanged(ctx context.Context, r running, l subnet.Lease) error {
+func (n *network) leaseChanged(ctx context.Context, r running, l subnet.Lease) error {
 	if l.Subnet != r.peers.own {
-		a.log.Warn("lease re-acquired with a different subnet", "old", r.peers.own, "new", l.Subnet)
+		n.log.Warn("lease re-acquired with a different subnet", "old", r.peers.own, "new", l.Subnet)
 		r.peers.own = l.Subnet
 		if err := r.be.Configure(ctx, l); err != nil {
 			return err
 		}
 	} else {
-		a.log.Info("lease re-acquired", "subnet", l.Subnet)
+		n.log.Info("lease re-acquired", "subnet", l.Subnet)
 	}
-	_ = r.env.set(a.subnetEnv(r.cfg, l, r.mtu)) // logged and counted by set
+	_ = r.env.set(n.subnetEnv(r.cfg, l, r.mtu)) // logged and counted by set
 	return nil
 }
 
 // reportConfig logs config changes in etcd; they take effect on restart.
-func (a *Agent) reportConfig(cur *config.Config) func(*config.Config, error) {
+func (n *network) reportConfig(cur *config.Config) func(*config.Config, error) {
 	return func(c *config.Config, err error) {
 		switch {
 		case err != nil:
-			a.log.Error("network config in etcd is now invalid; keeping the running network", "err", err)
+			n.log.Error("network config in etcd is now invalid; keeping the running network", "err", err)
 		case c.Network != cur.Network || c.SubnetLen != cur.SubnetLen || c.Backend.Type != cur.Backend.Type || c.Backend.Port != cur.Backend.Port || c.Backend.VNI != cur.Backend.VNI:
-			a.log.Warn("network config in etcd changed; restart the agent to apply it",
+			n.log.Warn("network config in etcd changed; restart the agent to apply it",
 				"network", c.Network, "subnet_len", c.SubnetLen, "backend", c.Backend.Type)
 		default:
-			a.log.Info("network config in etcd rewritten without a change that matters to this agent")
+			n.log.Info("network config in etcd rewritten without a change that matters to this agent")
 		}
 	}
 }

@@ -21,7 +21,7 @@ var testKnobs = []struct{ env, flag string }{
 
 func agentCmd() *cobra.Command {
 	o := overlay.DefaultOptions()
-	var endpoints string
+	var endpoints, networks string
 	var verbose int
 	cmd := &cobra.Command{
 		Use:   "agent",
@@ -35,6 +35,13 @@ func agentCmd() *cobra.Command {
 				return err
 			}
 			o.EtcdEndpoints = splitList(endpoints)
+			o.Networks = splitList(networks)
+			if len(o.Networks) > 0 && !cmd.Flags().Changed("subnet-file") {
+				// flanneld's default file is the single network's: with
+				// --networks each network writes --subnet-dir/NAME.env, and
+				// only a --subnet-file the user gave is an error.
+				o.SubnetFile = ""
+			}
 			// Checked before anything starts: a typo must not wait for
 			// etcd and a network config to be reported.
 			if err := o.Validate(); err != nil {
@@ -62,7 +69,9 @@ func agentCmd() *cobra.Command {
 	f.StringVar(&o.Iface, "iface", "", "interface (name or IP) for inter-host traffic; default: the default route's")
 	f.StringVar(&o.PublicIP, "public-ip", "", "IP published to peers; default: the interface's")
 	f.BoolVar(&o.IPMasq, "ip-masq", false, "masquerade traffic leaving the overlay network (nftables)")
-	f.StringVar(&o.SubnetFile, "subnet-file", o.SubnetFile, "where to write the subnet environment")
+	f.StringVar(&o.SubnetFile, "subnet-file", o.SubnetFile, "where to write the subnet environment (single network)")
+	f.StringVar(&networks, "networks", "", "serve several networks, comma-separated names (1-8 of a-z0-9, starting with a letter), each with its config at <etcd-prefix>/NAME/config, its own datapath, routing table and conntrack zone; excludes --subnet-file")
+	f.StringVar(&o.SubnetDir, "subnet-dir", "", "with --networks: directory of the networks' subnet environments, NAME.env each")
 	f.IntVar(&o.RenewMarginMinutes, "subnet-lease-renew-margin", o.RenewMarginMinutes, "renew the lease this many minutes before it expires")
 	f.StringVar(&o.HealthzIP, "healthz-ip", o.HealthzIP, "address for /healthz, /readyz and /metrics")
 	f.IntVar(&o.HealthzPort, "healthz-port", 0, "port for /healthz, /readyz and /metrics (0 disables)")

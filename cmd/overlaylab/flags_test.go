@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"os"
 	"strings"
 	"testing"
@@ -198,6 +199,15 @@ func TestAgentCmdRefuses(t *testing.T) {
 		{"pprof without healthz", []string{"--pprof"}, nil, "--pprof"},
 		{"lease TTL flag", []string{"--lease-ttl", "100ms"}, nil, "--lease-ttl"},
 		{"cert without key", []string{"--etcd-certfile", "/nonexistent/c.pem"}, nil, "--etcd-keyfile"},
+		{"network name upper case", []string{"--networks", "Red", "--subnet-dir", "/tmp/x"}, nil, `network name "Red"`},
+		{"network name too long", []string{"--networks", "red,abcdefghi", "--subnet-dir", "/tmp/x"}, nil, `network name "abcdefghi"`},
+		{"network listed twice", []string{"--networks", "red,blue,red", "--subnet-dir", "/tmp/x"}, nil, `network "red" listed twice`},
+		{"networks with subnet file", []string{"--networks", "red", "--subnet-dir", "/tmp/x", "--subnet-file", "/tmp/s.env"}, nil, "--networks and --subnet-file"},
+		{"networks with subnet file from env", []string{"--networks", "red", "--subnet-dir", "/tmp/x"}, map[string]string{"FLANNELD_SUBNET_FILE": "/tmp/s.env"}, "--networks and --subnet-file"},
+		{"networks without subnet dir", []string{"--networks", "red,blue"}, nil, "--networks needs --subnet-dir"},
+		{"networks from env without subnet dir", nil, map[string]string{"FLANNELD_NETWORKS": "red"}, "--networks needs --subnet-dir"},
+		{"subnet dir alone", []string{"--subnet-dir", "/tmp/x"}, nil, "only with --networks"},
+		{"networks with ip-masq", []string{"--networks", "red", "--subnet-dir", "/tmp/x", "--ip-masq"}, nil, "--ip-masq with --networks is refused"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			clearFlannelEnv(t)
@@ -256,5 +266,29 @@ func TestUDPWorkersFlag(t *testing.T) {
 	}
 	if v, _ := cmd.Flags().GetInt("udp-workers"); v != 8 {
 		t.Errorf("FLANNELD_UDP_WORKERS=8: --udp-workers = %d", v)
+	}
+}
+
+// TestNetworksFlagsStart: --networks with --subnet-dir (and flanneld's
+// default --subnet-file left alone) passes the checks and starts the
+// agent, which then waits for etcd until its context ends; no network is
+// touched before their configs are read.
+func TestNetworksFlagsStart(t *testing.T) {
+	clearFlannelEnv(t)
+	for _, args := range [][]string{
+		{"--networks", "red,blue", "--subnet-dir", t.TempDir()},
+		{"--networks", " red , blue ", "--subnet-dir", t.TempDir()}, // spaces, as in a hand-written unit file
+	} {
+		cmd := agentCmd()
+		cmd.SetArgs(append(args, "--etcd-endpoints", "http://127.0.0.1:1", "--iface", "lo"))
+		cmd.SilenceUsage, cmd.SilenceErrors = true, true
+		ctx, cancel := context.WithCancel(t.Context())
+		stop := time.AfterFunc(1500*time.Millisecond, cancel)
+		err := cmd.ExecuteContext(ctx)
+		stop.Stop()
+		cancel()
+		if err != nil {
+			t.Errorf("agent %q = %v, want it to run until its context ends", args, err)
+		}
 	}
 }

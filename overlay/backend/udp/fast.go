@@ -75,6 +75,7 @@ type fastQueue struct {
 	dev  *tunDev
 	conn *net.UDPConn
 	rc   syscall.RawConn
+	ep   *epollSet // both, when one goroutine serves both directions (several workers)
 }
 
 // fastPath is the fast datapath's kernel state: one queue per worker.
@@ -105,6 +106,12 @@ func (b *UDP) prepareFast() error {
 	if err := f.openSockets(b.cfg.Backend.Port, b.offl); err != nil {
 		f.close()
 		return fmt.Errorf("udp backend: %w", err)
+	}
+	if n > 1 {
+		if err := f.openEpollSets(); err != nil {
+			f.close()
+			return fmt.Errorf("udp backend: %w", err)
+		}
 	}
 	b.fast = f
 	b.log.Info("fast udp datapath", "workers", n, "tun_vnet_hdr", f.feat.vnetHdr, "tun_tso", f.feat.vnetHdr, "tun_uso", f.feat.uso,
@@ -292,9 +299,31 @@ func (f *fastPath) configureFastLink(link netlink.Link, log *slog.Logger) {
 	}
 }
 
+// openEpollSets gives every queue the epoll set of its two descriptors, for
+// a worker that serves both directions on one goroutine.
+func (f *fastPath) openEpollSets() error {
+	for i, q := range f.queues {
+		tfd, err := rawFD(q.dev.rc)
+		if err != nil {
+			return err
+		}
+		sfd, err := rawFD(q.rc)
+		if err != nil {
+			return err
+		}
+		if q.ep, err = newEpollSet(tfd, sfd); err != nil {
+			return fmt.Errorf("worker %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
 func (f *fastPath) close() error {
 	var errs []error
 	for _, q := range f.queues {
+		if q.ep != nil {
+			errs = append(errs, q.ep.close())
+		}
 		if q.conn != nil {
 			errs = append(errs, q.conn.Close())
 		}
@@ -310,6 +339,9 @@ func (f *fastPath) stop() {
 	for _, q := range f.queues {
 		_ = q.dev.file.SetDeadline(immediate)
 		_ = q.conn.SetDeadline(immediate)
+		if q.ep != nil {
+			_ = q.ep.file.SetDeadline(immediate)
+		}
 	}
 }
 

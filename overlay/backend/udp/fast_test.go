@@ -154,6 +154,11 @@ func newFastFixtureN(t *testing.T, n int, vnet, gso, gro bool) *fastFixture {
 	if gro && !f.feat.gro {
 		t.Skip("UDP_GRO not supported by this kernel")
 	}
+	if n > 1 {
+		if err := f.openEpollSets(); err != nil {
+			t.Fatal(err)
+		}
+	}
 	f.feat.vnetHdr = vnet
 	peer, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {

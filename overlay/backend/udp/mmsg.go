@@ -52,6 +52,7 @@ type receiver struct {
 	n      int
 	errno  syscall.Errno
 	readFn func(fd uintptr) bool
+	tryFn  func(fd uintptr)
 }
 
 // newReceiver prepares n messages of at most size bytes each.
@@ -75,13 +76,14 @@ func newReceiver(rc syscall.RawConn, n, size int, gro bool) *receiver {
 		h.Control = &r.ctrl[i*recvCtrlSize]
 	}
 	r.readFn = r.read
+	r.tryFn = func(fd uintptr) { r.read(fd) }
 	return r
 }
 
-// recv blocks until at least one datagram is there and returns how many
-// messages were filled. The error is the poller's (closed, deadline) or the
-// syscall's.
-func (r *receiver) recv() (int, error) {
+// recv returns how many messages were filled: with wait it blocks until at
+// least one datagram is there, without it returns 0 when none is. The error
+// is the poller's (closed, deadline) or the syscall's.
+func (r *receiver) recv(wait bool) (int, error) {
 	for i := range r.hdrs {
 		h := &r.hdrs[i].hdr
 		h.Namelen = unix.SizeofSockaddrInet4
@@ -90,7 +92,13 @@ func (r *receiver) recv() (int, error) {
 		r.hdrs[i].len = 0
 	}
 	r.n, r.errno = 0, 0
-	if err := r.rc.Read(r.readFn); err != nil {
+	var err error
+	if wait {
+		err = r.rc.Read(r.readFn)
+	} else {
+		err = r.rc.Control(r.tryFn)
+	}
+	if err != nil {
 		return 0, err
 	}
 	if r.errno != 0 {

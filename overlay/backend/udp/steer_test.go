@@ -137,10 +137,11 @@ func TestReuseportSteersByInnerFlow(t *testing.T) {
 	}
 }
 
-// TestWorkersKeepFlowsApart: several workers receive the interleaved
-// segments of many TCP flows, sent with UDP GSO as the send side plans
-// them; each flow arrives whole and in order on the queue of the worker
-// the steering picks, and nowhere else.
+// TestWorkersKeepFlowsApart: several workers (each one goroutine, as with
+// more than one worker) receive the interleaved segments of many TCP flows,
+// sent with UDP GSO as the send side plans them; each flow arrives whole
+// and in order on the queue of the worker the steering picks, and nowhere
+// else.
 func TestWorkersKeepFlowsApart(t *testing.T) {
 	const n, flows, segs = 3, 12, 20
 	x := newFastFixtureN(t, n, true, true, true)
@@ -165,7 +166,7 @@ func TestWorkersKeepFlowsApart(t *testing.T) {
 	x.sendSegments(t, pkts)
 	var stops []func()
 	for _, w := range x.ws {
-		stops = append(stops, x.run(t, w.udpToTun))
+		stops = append(stops, x.run(t, w.serve))
 	}
 	got := map[uint16][][]byte{}
 	for total := 0; total < len(pkts); {
@@ -221,6 +222,58 @@ func (k *fakeKernel) readAvailable(t *testing.T) []written {
 		out = append(out, k.read(t, 1)...)
 	}
 	return out
+}
+
+// TestServeBothWays: one goroutine per worker carries both directions:
+// what its queue holds goes out of its socket, what its socket receives
+// goes into its queue, however the two interleave; and it stops when told.
+func TestServeBothWays(t *testing.T) {
+	const n = 2
+	x := newFastFixtureN(t, n, true, true, true)
+	done := make(chan error, n)
+	for _, w := range x.ws {
+		go func() { done <- w.serve() }()
+	}
+	// Find a flow of each worker.
+	var in [n][]byte
+	for port := uint16(1000); in[0] == nil || in[1] == nil; port++ {
+		p := tcpFlow{src: "10.10.2.9", dst: "10.10.1.5", sport: port, seq: 1, id: 1}.segment(testPayload(500, 1), 0, 0, tcpACK|tcpPSH)
+		h, _ := flowHash(p)
+		if in[h%n] == nil {
+			in[h%n] = p
+		}
+	}
+	for round := range 20 {
+		for i := range n {
+			// Out: a packet on worker i's queue leaves its socket for the
+			// peer. In: a datagram of worker i's flow reaches its queue.
+			out := inner("10.10.1.5", "10.10.2.9", 200+round, round)
+			x.ks[i].feed(t, vnetHdr{}, out)
+			if got := readDatagrams(t, x.peerConn, 1)[0]; !bytes.Equal(got, out) {
+				t.Fatalf("round %d worker %d: sent % x", round, i, got[:20])
+			}
+			if _, err := x.peerConn.WriteToUDPAddrPort(in[i], x.addr()); err != nil {
+				t.Fatal(err)
+			}
+			if w := x.ks[i].read(t, 1)[0]; !bytes.Equal(w.pkt, in[i]) {
+				t.Fatalf("round %d worker %d: wrote % x", round, i, w.pkt[:20])
+			}
+		}
+	}
+	x.b.fast.stop()
+	for range n {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("serve: %v", err)
+			}
+		case <-time.After(3 * time.Second):
+			t.Fatal("serve did not stop")
+		}
+	}
+	if x.m.EncapPackets.Load() != 2*20 || x.m.DecapPackets.Load() != 2*20 {
+		t.Fatalf("encap %d, decap %d; want 40 each", x.m.EncapPackets.Load(), x.m.DecapPackets.Load())
+	}
 }
 
 // pending says whether the datapath wrote something within ms.

@@ -38,7 +38,9 @@ package udp
 //     from any reordering on a network; it is rare and never loses data.
 //
 // Workers=1 is the single-queue datapath of before: one TUN descriptor
-// without IFF_MULTI_QUEUE, one socket without SO_REUSEPORT.
+// without IFF_MULTI_QUEUE, one socket without SO_REUSEPORT, a goroutine per
+// direction. With more, each worker is one goroutine serving both
+// directions (serve).
 
 import (
 	"context"
@@ -79,17 +81,26 @@ type worker struct {
 	q  *fastQueue
 }
 
-// runFast runs every worker until ctx is done or one loop fails.
+// runFast runs every worker until ctx is done or one loop fails: a single
+// worker as two goroutines, one per direction (the datapath as it was
+// before workers); several as one goroutine each (serve).
 func (b *UDP) runFast(ctx context.Context) error {
 	f := b.fast
 	errc := make(chan error, 2*len(f.queues))
+	loops := 0
 	for i, q := range f.queues {
 		w := &worker{b: b, id: i, q: q}
+		if q.ep != nil {
+			go func() { errc <- w.serve() }()
+			loops++
+			continue
+		}
 		go func() { errc <- w.tunToUDP() }()
 		go func() { errc <- w.udpToTun() }()
+		loops += 2
 	}
 	var first error
-	left := 2 * len(f.queues)
+	left := loops
 	select {
 	case <-ctx.Done():
 	case first = <-errc:
@@ -104,61 +115,129 @@ func (b *UDP) runFast(ctx context.Context) error {
 	return first
 }
 
+// serve runs both directions of the worker on one goroutine: it waits
+// until its queue or its socket has something, then runs a round of each,
+// alternately, until neither has anything left.
+//
+// With several workers this is cheaper than a goroutine per direction
+// (measured on 2 CPUs, 2 workers, GOMAXPROCS 2, medians of 14 interleaved
+// runs: one TCP stream 6.00 instead of 4.90 Gbit/s with 13 % less agent CPU
+// per byte; four streams the same within noise): a flow's two directions
+// are steered to the same worker, so its data and its acknowledgments are
+// handled by one thread one after the other, as the single worker's two
+// goroutines on one P are, instead of waking a second thread on another
+// CPU for every batch of acknowledgments.
+func (w *worker) serve() error {
+	tx, rx := w.newTx(), w.newRx()
+	for {
+		if err := w.q.ep.wait(); err != nil {
+			return nilIfStopped(err)
+		}
+		for {
+			sent, err := w.tunRound(tx, false)
+			if err != nil {
+				return nilIfStopped(err)
+			}
+			got, err := w.udpRound(rx, false)
+			if err != nil {
+				return nilIfStopped(err)
+			}
+			if !sent && !got {
+				break
+			}
+		}
+	}
+}
+
 // tunReads is how many TUN reads one send batch gathers at most: the first
 // waits, the others only take what is already queued.
 const tunReads = 8
 
-// tunToUDP reads what the worker's queue holds (up to tunReads reads), cuts
-// large segments into datagrams without copying their payload and sends the
-// whole batch with one sendmmsg, runs of equal-size datagrams of one flow to
-// one peer as one UDP GSO message each.
+// txState is the send direction's buffers, allocated once per worker.
+type txState struct {
+	bufs  [][]byte
+	batch *sendBatch
+	s     *sender
+	plan  gsoPlanner
+	gso   bool
+	icmp  []byte
+}
+
+func (w *worker) newTx() *txState {
+	d := w.q.dev
+	st := &txState{
+		bufs:  carve(tunReads, d.hdrLen()+bufSize),
+		batch: newSendBatch(tunReads * tunBatch),
+		gso:   w.b.fast.feat.gso,
+		icmp:  make([]byte, vnetHdrLen+20+8+60+8),
+	}
+	st.s = newSender(w.q.rc, cap(st.batch.dgrams))
+	st.plan.msgs = make([]gsoMsg, 0, cap(st.batch.dgrams))
+	return st
+}
+
+// tunToUDP runs the send direction until the worker is stopped.
 func (w *worker) tunToUDP() error {
-	b, d := w.b, w.q.dev
-	bufs := carve(tunReads, d.hdrLen()+bufSize)
-	batch := newSendBatch(tunReads * tunBatch)
-	s := newSender(w.q.rc, cap(batch.dgrams))
-	var plan gsoPlanner
-	plan.msgs = make([]gsoMsg, 0, cap(batch.dgrams))
-	gso := b.fast.feat.gso
-	icmp := make([]byte, vnetHdrLen+20+8+60+8)
+	st := w.newTx()
 	for {
-		batch.reset()
-		for i := range tunReads {
-			n, err := d.read(bufs[i], i > 0)
-			if err != nil {
-				if stopped(err) {
-					return nil
-				}
-				return fmt.Errorf("read %s queue %d: %w", TunName, w.id, err)
-			}
-			if n < 0 {
-				break // nothing more queued
-			}
-			if err := w.queueTunPacket(batch, bufs[i][:n], icmp); err != nil {
-				if stopped(err) {
-					return nil
-				}
-				return err
-			}
-			if batch.room() < tunBatch {
-				break
-			}
-		}
-		if len(batch.dgrams) == 0 {
-			continue
-		}
-		plan.reset()
-		for i, g := range batch.dgrams {
-			plan.add(i, g.size, g.dst, g.flow, gso)
-		}
-		plan.unbundle(b.mtu, batch.size)
-		if err := w.sendPlanned(s, &plan, batch, &gso); err != nil {
-			if stopped(err) {
-				return nil
-			}
-			return fmt.Errorf("send udp: %w", err)
+		if _, err := w.tunRound(st, true); err != nil {
+			return nilIfStopped(err)
 		}
 	}
+}
+
+// tunRound reads what the worker's queue holds (up to tunReads reads; with
+// wait the first read waits for a packet), cuts large segments into
+// datagrams without copying their payload and sends the whole batch with
+// one sendmmsg, runs of equal-size datagrams of one flow to one peer as one
+// UDP GSO message each. It says whether it read anything.
+func (w *worker) tunRound(st *txState, wait bool) (bool, error) {
+	b, d, batch := w.b, w.q.dev, st.batch
+	batch.reset()
+	read := false
+	for i := range tunReads {
+		n, err := d.read(st.bufs[i], i > 0 || !wait)
+		if err != nil {
+			if stopped(err) {
+				return read, err
+			}
+			return read, fmt.Errorf("read %s queue %d: %w", TunName, w.id, err)
+		}
+		if n < 0 {
+			break // nothing (more) queued
+		}
+		read = true
+		if err := w.queueTunPacket(batch, st.bufs[i][:n], st.icmp); err != nil {
+			return read, err
+		}
+		if batch.room() < tunBatch {
+			break
+		}
+	}
+	if len(batch.dgrams) == 0 {
+		return read, nil
+	}
+	st.plan.reset()
+	for i, g := range batch.dgrams {
+		st.plan.add(i, g.size, g.dst, g.flow, st.gso)
+	}
+	st.plan.unbundle(b.mtu, batch.size)
+	if err := w.sendPlanned(st.s, &st.plan, batch, &st.gso); err != nil {
+		if stopped(err) {
+			return read, err
+		}
+		return read, fmt.Errorf("send udp: %w", err)
+	}
+	return read, nil
+}
+
+// nilIfStopped turns the error that only says the loops were told to stop
+// into a clean end.
+func nilIfStopped(err error) error {
+	if stopped(err) {
+		return nil
+	}
+	return err
 }
 
 // queueTunPacket routes what one TUN read returned and adds its datagrams
@@ -251,62 +330,84 @@ func (w *worker) sendPlanned(s *sender, plan *gsoPlanner, batch *sendBatch, gso 
 	return nil
 }
 
-// udpToTun receives batches with recvmmsg, splits UDP GRO buffers into
-// datagrams, admits each and writes them to the worker's queue, a flow's
-// consecutive TCP segments merged into one large segment.
+// rxState is the receive direction's buffers, allocated once per worker.
+type rxState struct {
+	r *receiver
+	c *coalescer
+}
+
+func (w *worker) newRx() *rxState {
+	return &rxState{
+		r: newReceiver(w.q.rc, recvBatch, bufSize, w.b.fast.feat.gro),
+		c: newCoalescer(recvBatch*maxGSOSegments, w.q.dev.vnet),
+	}
+}
+
+// udpToTun runs the receive direction until the worker is stopped.
 func (w *worker) udpToTun() error {
-	b, d := w.b, w.q.dev
-	r := newReceiver(w.q.rc, recvBatch, bufSize, b.fast.feat.gro)
-	c := newCoalescer(recvBatch*maxGSOSegments, d.vnet)
+	st := w.newRx()
 	for {
-		n, err := r.recv()
-		if err != nil {
-			if stopped(err) {
-				return nil
-			}
-			return fmt.Errorf("read udp (worker %d): %w", w.id, err)
-		}
-		t := b.tab.Load()
-		c.reset()
-		for i := range n {
-			from, data, segSize, trunc := r.msg(i)
-			// The sender first: nothing a stranger sent is looked at
-			// (docs/SECURITY.md), and all of it counts as not_peer.
-			peer, known := t.byPublic[from]
-			if !known {
-				for range datagrams(len(data), segSize) {
-					b.metrics.Drop(backend.DropNotPeer)
-				}
-				continue
-			}
-			if trunc || len(data) == 0 {
-				b.metrics.Drop(backend.DropMalformed)
-				continue
-			}
-			for rest := data; len(rest) > 0; {
-				var seg []byte
-				seg, rest = nextSegment(rest, segSize)
-				src, dst, err := ipv4Addrs(seg)
-				if err != nil {
-					b.metrics.Drop(dropReason(err))
-					continue
-				}
-				if reason, ok := t.admitFrom(peer, true, src, dst); !ok {
-					b.metrics.Drop(reason)
-					continue
-				}
-				if c.full() {
-					if err := w.writeTun(c); err != nil {
-						return nil // only a stop ends the loop
-					}
-				}
-				c.add(seg, from.As4())
-			}
-		}
-		if err := w.writeTun(c); err != nil {
-			return nil // only a stop ends the loop
+		if _, err := w.udpRound(st, true); err != nil {
+			return nilIfStopped(err)
 		}
 	}
+}
+
+// udpRound receives one batch with recvmmsg (with wait, waiting for one),
+// splits UDP GRO buffers into datagrams, admits each and writes them to the
+// worker's queue, a flow's consecutive TCP segments merged into one large
+// segment. It says whether it received anything. Writing to the device
+// fails only when the worker is stopped.
+func (w *worker) udpRound(st *rxState, wait bool) (bool, error) {
+	b, r, c := w.b, st.r, st.c
+	n, err := r.recv(wait)
+	if err != nil {
+		if stopped(err) {
+			return false, err
+		}
+		return false, fmt.Errorf("read udp (worker %d): %w", w.id, err)
+	}
+	if n == 0 {
+		return false, nil
+	}
+	t := b.tab.Load()
+	c.reset()
+	for i := range n {
+		from, data, segSize, trunc := r.msg(i)
+		// The sender first: nothing a stranger sent is looked at
+		// (docs/SECURITY.md), and all of it counts as not_peer.
+		peer, known := t.byPublic[from]
+		if !known {
+			for range datagrams(len(data), segSize) {
+				b.metrics.Drop(backend.DropNotPeer)
+			}
+			continue
+		}
+		if trunc || len(data) == 0 {
+			b.metrics.Drop(backend.DropMalformed)
+			continue
+		}
+		for rest := data; len(rest) > 0; {
+			var seg []byte
+			seg, rest = nextSegment(rest, segSize)
+			src, dst, err := ipv4Addrs(seg)
+			if err != nil {
+				b.metrics.Drop(dropReason(err))
+				continue
+			}
+			if reason, ok := t.admitFrom(peer, true, src, dst); !ok {
+				b.metrics.Drop(reason)
+				continue
+			}
+			if c.full() {
+				if err := w.writeTun(c); err != nil {
+					return true, err
+				}
+			}
+			c.add(seg, from.As4())
+		}
+	}
+	return true, w.writeTun(c)
 }
 
 // writeTun writes the coalescer's packets, one writev each, and empties it.
