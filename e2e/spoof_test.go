@@ -176,7 +176,7 @@ var _ = Describe("untrusted packets", func() {
 			st = status(name)
 			atk = attacker(st)
 			var err error
-			macs, err = st.WireMACs(context.Background())
+			macs, err = st.WireMACs(context.Background(), "")
 			Expect(err).NotTo(HaveOccurred())
 		})
 

@@ -71,7 +71,16 @@ func (l *Lab) attachBridge(h *HostState, netIdx int, network string, env subnete
 	br := bridgeName(network)
 	brMAC := plan.MAC(plan.MACBridge|byte(netIdx<<4), h.Index, 0)
 	if j == 1 {
-		if err := topo.CreateBridge(h.Netns, br, gw, env.MTU, brMAC); err != nil {
+		var err error
+		if env.RouteTable != 0 {
+			// A tenant network: its subnet may be another tenant's too,
+			// so the bridge routes in the tenant's table and zone.
+			err = topo.CreateTenantBridge(h.Netns, topo.TenantBridge{Name: br, Addr: gw, MTU: env.MTU, MAC: brMAC,
+				Table: env.RouteTable, Zone: env.CTZone, NftName: "overlaylab-bridges"})
+		} else {
+			err = topo.CreateBridge(h.Netns, br, gw, env.MTU, brMAC)
+		}
+		if err != nil {
 			return ContainerState{}, err
 		}
 	}

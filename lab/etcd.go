@@ -466,13 +466,19 @@ func (l *Lab) deleteLease(ctx context.Context, network, sub string) error {
 	})
 }
 
-// DeleteLease removes a host's lease (in every network) from etcd, as an
-// operator or a bug would.
-func (l *Lab) DeleteLease(ctx context.Context, host string) error {
+// DeleteLease removes a host's lease from etcd, as an operator or a bug
+// would: in one tenant network, or ("") in every network.
+func (l *Lab) DeleteLease(ctx context.Context, host, network string) error {
 	st := l.Snapshot()
 	h, err := st.host(host)
 	if err != nil {
 		return err
+	}
+	if network != "" {
+		if _, err := st.network(network); err != nil {
+			return err
+		}
+		return l.deleteLease(ctx, network, h.Subnets[network])
 	}
 	for _, n := range st.Networks {
 		sub := h.Subnet

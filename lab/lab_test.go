@@ -343,12 +343,12 @@ func TestEchoFlowsAndWireMACs(t *testing.T) {
 		}
 	}
 	st := testState(t, config.BackendHostGW)
-	macs, err := st.WireMACs(context.Background())
+	macs, err := st.WireMACs(context.Background(), "")
 	if err != nil || macs["h2"].String() != plan.MAC(plan.MACHost, 2, 0).String() {
 		t.Errorf("host-gw wire MACs %v %v", macs, err)
 	}
 	st = testState(t, config.BackendUDP)
-	if macs, err := st.WireMACs(context.Background()); err != nil || len(macs) != 0 {
+	if macs, err := st.WireMACs(context.Background(), ""); err != nil || len(macs) != 0 {
 		t.Errorf("udp wire MACs %v %v", macs, err)
 	}
 }

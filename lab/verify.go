@@ -51,6 +51,10 @@ func (l *Lab) Verify(ctx context.Context, pr *progress) error {
 		pr = &progress{w: l.out, start: time.Now()}
 	}
 	st := l.Snapshot()
+	if st.multi() {
+		pr.phase("verify (per network, then across)")
+		return l.verifyTenants(ctx, pr)
+	}
 	eps := st.Endpoints("")
 	if len(eps) < 2 {
 		pr.printf("  (fewer than 2 containers: no ping matrix to check)\n")

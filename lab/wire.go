@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/overlaylab/overlaylab/lab/plan"
@@ -35,6 +36,9 @@ type WireCheck struct {
 	// Port and VNI, when set, replace the backend's in what is expected on
 	// the wire (a scenario may state them).
 	Port, VNI int
+	// Network names the tenant network whose encapsulation is expected
+	// ("": the first).
+	Network string
 }
 
 // WireResult is the verdict.
@@ -55,7 +59,7 @@ func (l *Lab) CheckWire(ctx context.Context, w WireCheck) (*WireResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	encap, err := st.encap()
+	encap, err := st.encap(w.Network)
 	if err != nil {
 		return nil, err
 	}
@@ -89,7 +93,7 @@ func (l *Lab) CheckWire(ctx context.Context, w WireCheck) (*WireResult, error) {
 	if m != nil {
 		var macs map[string]net.HardwareAddr
 		if w.CheckMACs {
-			if macs, err = st.WireMACs(ctx); err != nil {
+			if macs, err = st.WireMACs(ctx, w.Network); err != nil {
 				return res, err
 			}
 		}
@@ -103,7 +107,7 @@ func (l *Lab) CheckWire(ctx context.Context, w WireCheck) (*WireResult, error) {
 			res.Encapsulated++
 		}
 	}
-	b, err := st.backend()
+	b, err := st.backendOf(w.Network)
 	if err != nil {
 		return res, err
 	}
@@ -125,18 +129,29 @@ func (l *Lab) CheckWire(ctx context.Context, w WireCheck) (*WireResult, error) {
 	return res, nil
 }
 
-// backend is the lab's backend (every network of a lab shares one).
-func (s *State) backend() (plan.Backend, error) {
-	cfg, err := s.Networks[0].config()
+// backend is the lab's backend (every network of a lab shares one type).
+func (s *State) backend() (plan.Backend, error) { return s.backendOf("") }
+
+// backendOf is one network's backend, with its port and VNI.
+func (s *State) backendOf(network string) (plan.Backend, error) {
+	n, err := s.network(network)
+	if err != nil {
+		return plan.Backend{}, err
+	}
+	cfg, err := n.config()
 	if err != nil {
 		return plan.Backend{}, err
 	}
 	return plan.BackendOf(cfg)
 }
 
-// encap is how the lab's (first) network should look on the wire.
-func (s *State) encap() (pcapcheck.Encap, error) {
-	n := s.Networks[0]
+// encap is how a network of the lab ("": the first) should look on the
+// wire.
+func (s *State) encap(network string) (pcapcheck.Encap, error) {
+	n, err := s.network(network)
+	if err != nil {
+		return pcapcheck.Encap{}, err
+	}
 	cfg, err := n.config()
 	if err != nil {
 		return pcapcheck.Encap{}, err
@@ -149,16 +164,12 @@ func (s *State) encap() (pcapcheck.Encap, error) {
 	return e, e.Validate()
 }
 
-// hostOf maps a container IP to its host.
-func (s *State) hostOf(ip netip.Addr) *HostState {
-	for i := range s.Hosts {
-		for _, c := range s.Hosts[i].Containers {
-			if c.IP == ip.String() {
-				return &s.Hosts[i]
-			}
-		}
-	}
-	return nil
+// hostOf maps an endpoint ("h2/c1") to its host: by name, since tenant
+// networks may give two containers one address.
+func (s *State) hostOf(e Endpoint) *HostState {
+	name, _, _ := strings.Cut(e.Name, "/")
+	h, _ := s.Host(name)
+	return h
 }
 
 // echoFlows is how every echo request from host's containers to another
@@ -169,12 +180,12 @@ func (s *State) echoFlows(host string, eps []Endpoint, sel func(i, j int) bool, 
 	b, _ := s.backend() // the state was checked when it was built
 	var flows []pcapcheck.Flow
 	for i, src := range eps {
-		from := s.hostOf(src.IP)
+		from := s.hostOf(src)
 		if from == nil || from.Name != host {
 			continue
 		}
 		for j, dst := range eps {
-			to := s.hostOf(dst.IP)
+			to := s.hostOf(dst)
 			if to == nil || to.Name == host || !sel(i, j) {
 				continue
 			}
@@ -198,7 +209,7 @@ type leaseData struct {
 // WireMACs is the destination MAC a frame to each host carries on the
 // underlay, per the backend table: the VTEP MAC from its lease, its eth0
 // MAC, or nothing (udp: the frame goes to the peer's IP stack).
-func (st *State) WireMACs(ctx context.Context) (map[string]net.HardwareAddr, error) {
+func (st *State) WireMACs(ctx context.Context, network string) (map[string]net.HardwareAddr, error) {
 	out := map[string]net.HardwareAddr{}
 	b, err := st.backend()
 	if err != nil {
@@ -210,7 +221,7 @@ func (st *State) WireMACs(ctx context.Context) (map[string]net.HardwareAddr, err
 			out[h.Name] = plan.MAC(plan.MACHost, h.Index, 0)
 		}
 	case plan.WireMACVtep:
-		leases, err := st.Leases(ctx, st.Networks[0].Name)
+		leases, err := st.Leases(ctx, network)
 		if err != nil {
 			return nil, err
 		}

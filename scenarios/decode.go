@@ -375,3 +375,13 @@ func (m *StringMap) decodeYAML(d *decoder, n *yaml.Node, what string) {
 		m.Values[k.Value] = s
 	}
 }
+
+func (t *RawTenants) decodeYAML(d *decoder, n *yaml.Node, what string) {
+	t.Pos = d.pos(n)
+	t.List = []RawTenant{}
+	if n.Kind != yaml.SequenceNode {
+		d.typeError(n, what, "a sequence of {name, network, subnetLen, backend}")
+		return
+	}
+	d.decode(n, reflect.ValueOf(&t.List).Elem(), what)
+}

@@ -23,7 +23,7 @@ apiVersion: overlaylab/v1
 name: t1
 hostz: 3
 `),
-		want: []string{`s.yaml:3:1: unknown field "hostz" in scenario (allowed: apiVersion, name, lab, seed, description, network, underlay, etcd, hosts, timeline, expect, artifacts, runtime)`},
+		want: []string{`s.yaml:3:1: unknown field "hostz" in scenario (allowed: apiVersion, name, lab, seed, description, network, networks, underlay, etcd, hosts, timeline, expect, artifacts, runtime)`},
 	},
 	{
 		name: "unknown nested field",
@@ -56,7 +56,7 @@ timeline:
     action: etcd-stop
     hots: h1
 `),
-		want: []string{`s.yaml:6:5: unknown field "hots" in timeline (allowed: name, at, after, delay, action, host, signal, percent, rate, containers, agentArgs, config, member, wait, jitter, loss, reorder, duplicate, corrupt, direction, match, seed, mtu, keepConfig, dev, tx-checksum, tso, gro, binary)`},
+		want: []string{`s.yaml:6:5: unknown field "hots" in timeline (allowed: name, at, after, delay, action, host, signal, percent, rate, containers, agentArgs, config, member, wait, jitter, loss, reorder, duplicate, corrupt, direction, match, seed, mtu, keepConfig, dev, tx-checksum, tso, gro, binary, network)`},
 	},
 	{
 		name: "bad network CIDR",

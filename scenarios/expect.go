@@ -238,6 +238,12 @@ func (r *resolver) selector(v String, at Pos, what string) Selector {
 		r.errorf(v.Pos, "%s %q: want HOST/CONTAINER such as h1/c2, h1/*, */* or h1", what, v.Value)
 		return Selector{}
 	}
+	if net := containerNetwork(sel.Container); net != "" || len(r.s.Tenants) > 0 {
+		if msg := r.tenantOf(sel.Container); msg != "" {
+			r.errorf(v.Pos, "%s %q: %s", what, v.Value, msg)
+			return sel
+		}
+	}
 	if r.hostsBroken {
 		return sel
 	}
@@ -305,6 +311,9 @@ func (r *resolver) encap(p *RawEncap, label string) *EncapCheck {
 
 func (r *resolver) lease(p *RawLease, label string) *LeaseCheck {
 	c := &LeaseCheck{Host: r.host(p.Host, p.Pos, label+": lease")}
+	if p.Network.IsSet() {
+		c.Network = r.tenantName(p.Network, label+": lease")
+	}
 	switch st := LeaseState(p.State.Value); {
 	case !p.State.IsSet():
 		r.errorf(p.Pos, "%s: lease needs state (unchanged or changed)", label)
@@ -395,4 +404,43 @@ func (r *resolver) agent(p *RawAgent, label string) *AgentCheck {
 		}
 	}
 	return c
+}
+
+// tenantOf checks a selector's container part against the scenario's
+// networks: with tenants, a container is NET-cN (or NET-*); without, cN.
+func (r *resolver) tenantOf(container string) string {
+	net := containerNetwork(container)
+	var names []string
+	for _, t := range r.s.Tenants {
+		if t.Name == net {
+			return ""
+		}
+		names = append(names, t.Name)
+	}
+	switch {
+	case len(names) == 0 && net != "":
+		return fmt.Sprintf("names network %s, but the scenario has one network (containers are c1, c2, ...)", net)
+	case len(names) > 0 && net == "" && container != "*":
+		return fmt.Sprintf("with networks, name a container with its network (%s-c1, %s-*)", names[0], names[0])
+	case len(names) > 0 && net != "":
+		return fmt.Sprintf("no network %s (networks: %s)", net, strings.Join(names, ", "))
+	}
+	return ""
+}
+
+// tenantName checks that a network: value names one of the tenants.
+func (r *resolver) tenantName(v String, label string) string {
+	var names []string
+	for _, t := range r.s.Tenants {
+		if t.Name == v.Value {
+			return v.Value
+		}
+		names = append(names, t.Name)
+	}
+	if len(names) == 0 {
+		r.errorf(v.Pos, "%s: network %q: the scenario has one network (network: applies with networks:)", label, v.Value)
+	} else {
+		r.errorf(v.Pos, "%s: no network %q (networks: %s)", label, v.Value, strings.Join(names, ", "))
+	}
+	return ""
 }

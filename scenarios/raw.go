@@ -74,6 +74,7 @@ type RawScenario struct {
 	Seed        Int           `yaml:"seed"`
 	Description String        `yaml:"description"`
 	Network     *RawNetwork   `yaml:"network"`
+	Networks    RawTenants    `yaml:"networks"`
 	Underlay    *RawUnderlay  `yaml:"underlay"`
 	Etcd        *RawEtcd      `yaml:"etcd"`
 	Hosts       *RawHosts     `yaml:"hosts"`
@@ -92,6 +93,30 @@ type RawNetwork struct {
 	Backend   *RawBackend `yaml:"backend"`
 	Pos       Pos         `yaml:"-"`
 }
+
+// RawTenant is one entry of networks: a named tenant network, with the
+// fields of network.
+type RawTenant struct {
+	Name      String      `yaml:"name"`
+	Network   String      `yaml:"network"`
+	SubnetLen Int         `yaml:"subnetLen"`
+	Backend   *RawBackend `yaml:"backend"`
+	Pos       Pos         `yaml:"-"`
+}
+
+// network is the tenant's network fields.
+func (t *RawTenant) network() *RawNetwork {
+	return &RawNetwork{Network: t.Network, SubnetLen: t.SubnetLen, Backend: t.Backend, Pos: t.Pos}
+}
+
+// RawTenants is the list of tenant networks.
+type RawTenants struct {
+	List []RawTenant
+	Pos  Pos
+}
+
+// IsSet reports whether networks was given.
+func (t RawTenants) IsSet() bool { return t.Pos.IsValid() }
 
 // RawBackend is written either as a bare type ("backend: udp", Short is
 // true) or as a mapping {type, port, vni}.
@@ -197,6 +222,8 @@ type RawStep struct {
 	GRO        String `yaml:"gro"`
 	// agent-upgrade
 	Binary String `yaml:"binary"`
+	// lease-delete, config-set: the tenant network (networks: only)
+	Network String `yaml:"network"`
 
 	Pos Pos `yaml:"-"`
 }
@@ -331,8 +358,9 @@ type RawEncap struct {
 
 // RawLease compares a host's lease with the one it held at ready.
 type RawLease struct {
-	Host  String `yaml:"host"`
-	State String `yaml:"state"`
+	Host    String `yaml:"host"`
+	State   String `yaml:"state"`
+	Network String `yaml:"network"`
 	Pos   Pos    `yaml:"-"`
 }
 

@@ -114,20 +114,43 @@ func (r *resolver) header() {
 	s.Description = raw.Description.Value
 }
 
-// network builds flannel's JSON from the fields and runs it through
-// config.Parse, so the scenario obeys exactly the rules the agents will.
+// network resolves the overlay network: one (network:), or several named
+// tenants on the same hosts (networks:).
 func (r *resolver) network() {
+	if r.raw.Networks.IsSet() {
+		if r.raw.Network != nil {
+			r.errorf(r.raw.Network.Pos, "network and networks exclude each other: networks lists named tenant networks")
+		}
+		r.tenants()
+		return
+	}
 	rn := r.raw.Network
 	if rn == nil {
 		rn = &RawNetwork{}
 	}
+	netPos := firstPos(rn.Pos, r.raw.Pos)
+	r.networkPos = firstPos(rn.Network.Pos, netPos)
+	if cfg := r.networkConfig(rn, "", 0); cfg != nil {
+		r.s.Network, r.s.Backend = cfg, cfg.Backend.Type
+	}
+}
+
+// networkConfig builds flannel's JSON from the fields and runs it through
+// config.Parse, so the scenario obeys exactly the rules the agents will. A
+// tenant (label set) gets the k-th VNI or port after flannel's default
+// unless it gives its own.
+func (r *resolver) networkConfig(rn *RawNetwork, label string, k int) *config.Config {
 	rb := rn.Backend
 	if rb == nil {
 		rb = &RawBackend{}
 	}
 	netPos := firstPos(rn.Pos, r.raw.Pos)
-	r.networkPos = firstPos(rn.Network.Pos, netPos)
+	networkPos := firstPos(rn.Network.Pos, netPos)
 	backendPos := firstPos(rb.Pos, netPos)
+	prefix := ""
+	if label != "" {
+		prefix = label + ": "
+	}
 
 	network := plan.DefaultNetwork
 	if rn.Network.IsSet() {
@@ -152,22 +175,22 @@ func (r *resolver) network() {
 	}
 	js, err := json.Marshal(doc)
 	if err != nil { // strings and integers always marshal
-		r.errorf(netPos, "network: %v", err)
-		return
+		r.errorf(netPos, "%snetwork: %v", prefix, err)
+		return nil
 	}
 	cfg, err := config.Parse(js)
 	if err != nil {
 		var fe *config.FieldError
 		if !errors.As(err, &fe) {
-			r.errorf(netPos, "network: %v", err)
-			return
+			r.errorf(netPos, "%snetwork: %v", prefix, err)
+			return nil
 		}
 		name, pos := fe.Field, netPos
 		switch fe.Field {
 		case "Network":
-			name, pos = "network", r.networkPos
+			name, pos = "network", networkPos
 		case "SubnetLen":
-			name, pos = "subnetLen", firstPos(rn.SubnetLen.Pos, r.networkPos)
+			name, pos = "subnetLen", firstPos(rn.SubnetLen.Pos, networkPos)
 		case "Backend.Type":
 			name, pos = "backend", firstPos(rb.Type.Pos, backendPos)
 		case "Backend.Port":
@@ -178,23 +201,83 @@ func (r *resolver) network() {
 		if fe.Value != "" {
 			name += " " + fe.Value
 		}
-		r.errorf(pos, "%s: %s", name, fe.Rule)
-		return
+		r.errorf(pos, "%s%s: %s", prefix, name, fe.Rule)
+		return nil
 	}
 	// config.Parse quietly drops what a backend does not use; a scenario
 	// that sets it is mistaken about what it tests.
 	bad := false
 	if rb.VNI.IsSet() && cfg.Backend.Type != config.BackendVXLAN {
-		r.errorf(rb.VNI.Pos, "backend vni: only the vxlan backend has a VNI (this one is %s)", cfg.Backend.Type)
+		r.errorf(rb.VNI.Pos, "%sbackend vni: only the vxlan backend has a VNI (this one is %s)", prefix, cfg.Backend.Type)
 		bad = true
 	}
 	if rb.Port.IsSet() && cfg.Backend.Type == config.BackendHostGW {
-		r.errorf(rb.Port.Pos, "backend port: the host-gw backend has no port")
+		r.errorf(rb.Port.Pos, "%sbackend port: the host-gw backend has no port", prefix)
 		bad = true
 	}
-	if !bad {
-		r.s.Network, r.s.Backend = cfg, cfg.Backend.Type
+	if bad {
+		return nil
 	}
+	if label != "" && k > 0 {
+		if cfg.Backend.Type == config.BackendVXLAN && !rb.VNI.IsSet() {
+			cfg.Backend.VNI += k
+		}
+		if cfg.Backend.Type == config.BackendUDP && !rb.Port.IsSet() {
+			cfg.Backend.Port += k
+		}
+	}
+	return cfg
+}
+
+// tenants resolves networks: named tenant networks on the same hosts, which
+// may share a CIDR; the lab's rules on what they may share are asked of the
+// lab (plan.CheckTenants).
+func (r *resolver) tenants() {
+	list := r.raw.Networks
+	if len(list.List) == 0 {
+		r.errorf(list.Pos, "networks: an empty list (omit it for the single network)")
+		return
+	}
+	var nets []plan.Network
+	names := map[string]bool{}
+	for k := range list.List {
+		t := &list.List[k]
+		label := "networks " + strconv.Itoa(k+1)
+		if !t.Name.IsSet() {
+			r.errorf(t.Pos, "%s: name is required (1 to %d of a-z and 0-9, starting with a letter)", label, plan.MaxNetworkNameLen)
+			continue
+		}
+		if err := plan.CheckNetworkName(t.Name.Value); err != nil {
+			var fe *plan.FieldError
+			errors.As(err, &fe)
+			r.errorf(t.Name.Pos, "%s: name %q: %s", label, t.Name.Value, fe.Rule)
+			continue
+		}
+		if names[t.Name.Value] {
+			r.errorf(t.Name.Pos, "%s: network %q named twice", label, t.Name.Value)
+			continue
+		}
+		names[t.Name.Value] = true
+		if k == 0 {
+			r.networkPos = firstPos(t.Network.Pos, t.Pos)
+		}
+		cfg := r.networkConfig(t.network(), "network "+t.Name.Value, k)
+		if cfg == nil {
+			continue
+		}
+		nets = append(nets, plan.Network{Name: t.Name.Value, Config: cfg})
+		r.s.Tenants = append(r.s.Tenants, Tenant{Name: t.Name.Value, Config: cfg})
+	}
+	if len(nets) != len(list.List) {
+		return
+	}
+	if err := plan.CheckTenants(nets); err != nil {
+		var fe *plan.FieldError
+		errors.As(err, &fe)
+		r.errorf(list.Pos, "networks: network %s %s", fe.Value, fe.Rule)
+		return
+	}
+	r.s.Network, r.s.Backend = nets[0].Config, nets[0].Config.Backend.Type
 }
 
 func (r *resolver) underlay() {

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/overlaylab/overlaylab/lab/plan"
@@ -31,6 +32,9 @@ type Scenario struct {
 
 	Network *config.Config // resolved through config.Parse: flannel's defaults and rules
 	Backend string         // Network.Backend.Type
+	// Tenants are the named networks of networks: (Network is the first);
+	// empty for the single network.
+	Tenants []Tenant
 
 	// Runtime is how containers attach to their host.
 	Runtime plan.Runtime
@@ -48,6 +52,12 @@ type Scenario struct {
 	Steps     []Step // in the order they are played (see Step)
 	Expects   []Expectation
 	Artifacts Artifacts
+}
+
+// Tenant is one named network of a multi-network scenario.
+type Tenant struct {
+	Name   string
+	Config *config.Config
 }
 
 // HostSpec is one host of the lab.
@@ -142,6 +152,7 @@ type Step struct {
 	KeepConfig bool        // etcd-wipe
 	Offload    *Offload    // offload
 	Binary     string      // agent-upgrade
+	Network    string      // lease-delete, config-set: the tenant network ("": the first)
 	Config     string      // config-set: raw text, deliberately unchecked
 	// Member is the etcd member an etcd-stop/etcd-start acts on: "1".."N",
 	// for etcd-stop "leader" or "follower" (resolved when played), for
@@ -315,9 +326,17 @@ type Selector struct {
 	Host, Container string
 }
 
-// Match reports whether the container (for example "h1", "c2") is selected.
+// Match reports whether the container (for example "h1", "c2" or
+// "red-c2") is selected. A container part "red-*" selects every container
+// of tenant network red.
 func (s Selector) Match(host, container string) bool {
-	return (s.Host == "*" || s.Host == host) && (s.Container == "*" || s.Container == container)
+	if s.Host != "*" && s.Host != host {
+		return false
+	}
+	if net, ok := strings.CutSuffix(s.Container, "-*"); ok {
+		return strings.HasPrefix(container, net+"-")
+	}
+	return s.Container == "*" || s.Container == container
 }
 
 func (s Selector) String() string { return s.Host + "/" + s.Container }
@@ -365,6 +384,8 @@ const (
 type LeaseCheck struct {
 	Host  string
 	State LeaseState
+	// Network is the tenant network whose lease is checked ("": the first).
+	Network string
 }
 
 // RouteCheck checks for a route to Dst in Host's main table. When Peer is

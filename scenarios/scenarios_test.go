@@ -238,7 +238,7 @@ timeline:
 // Decode keeps positions and reports what it could read even with errors.
 func TestDecodePositions(t *testing.T) {
 	raw, err := Decode("d.yaml", []byte("apiVersion: overlaylab/v1\nname: d\nbogus: 1\nhosts:\n  - containers: 4\n    link: {loss: 3%}\n"))
-	if err == nil || err.Error() != `d.yaml:3:1: unknown field "bogus" in scenario (allowed: apiVersion, name, lab, seed, description, network, underlay, etcd, hosts, timeline, expect, artifacts, runtime)` {
+	if err == nil || err.Error() != `d.yaml:3:1: unknown field "bogus" in scenario (allowed: apiVersion, name, lab, seed, description, network, networks, underlay, etcd, hosts, timeline, expect, artifacts, runtime)` {
 		t.Errorf("err %v", err)
 	}
 	if raw.Name.Value != "d" || raw.Name.Pos != (Pos{"d.yaml", 2, 7}) {

@@ -39,6 +39,7 @@ const (
 	pTSO
 	pGRO
 	pBinary
+	pNetwork
 )
 
 // impairments are the parameters of impair that impair something.
@@ -54,7 +55,7 @@ var paramNames = []struct {
 	{pWait, "wait"}, {pLinkDelay, "delay"}, {pJitter, "jitter"}, {pLoss, "loss"}, {pReorder, "reorder"},
 	{pDuplicate, "duplicate"}, {pCorrupt, "corrupt"}, {pDirection, "direction"}, {pMatch, "match"}, {pSeed, "seed"},
 	{pMTU, "mtu"}, {pKeepConfig, "keepConfig"}, {pDev, "dev"}, {pTxChecksum, "tx-checksum"}, {pTSO, "tso"}, {pGRO, "gro"},
-	{pBinary, "binary"},
+	{pBinary, "binary"}, {pNetwork, "network"},
 }
 
 func (ps param) String() string {
@@ -85,10 +86,10 @@ var actions = []struct {
 	{ActionEtcdStart, actionSpec{0, pMember}},
 	{ActionEtcdPartition, actionSpec{pHost, 0}},
 	{ActionEtcdHeal, actionSpec{pHost, 0}},
-	{ActionLeaseDelete, actionSpec{pHost, 0}},
+	{ActionLeaseDelete, actionSpec{pHost, pNetwork}},
 	{ActionHostAdd, actionSpec{0, pContainers | pAgentArgs}},
 	{ActionHostRemove, actionSpec{pHost, 0}},
-	{ActionConfigSet, actionSpec{pConfig, 0}},
+	{ActionConfigSet, actionSpec{pConfig, pNetwork}},
 	{ActionImpair, actionSpec{pHost, impairments | pDirection | pMatch | pSeed}},
 	{ActionImpairClear, actionSpec{pHost, 0}},
 	{ActionLinkMTU, actionSpec{pHost | pMTU, 0}},
@@ -210,7 +211,7 @@ func (r *resolver) step(i int, rs *RawStep) *stepInfo {
 		pWait: rs.Wait.Pos, pJitter: rs.Jitter.Pos, pLoss: rs.Loss.Pos, pReorder: rs.Reorder.Pos,
 		pDuplicate: rs.Duplicate.Pos, pCorrupt: rs.Corrupt.Pos, pDirection: rs.Direction.Pos, pMatch: rs.Match.Pos,
 		pSeed: rs.Seed.Pos, pMTU: rs.MTU.Pos, pKeepConfig: rs.KeepConfig.Pos, pDev: rs.Dev.Pos,
-		pTxChecksum: rs.TxChecksum.Pos, pTSO: rs.TSO.Pos, pGRO: rs.GRO.Pos, pBinary: rs.Binary.Pos,
+		pTxChecksum: rs.TxChecksum.Pos, pTSO: rs.TSO.Pos, pGRO: rs.GRO.Pos, pBinary: rs.Binary.Pos, pNetwork: rs.Network.Pos,
 	}
 	if st.Action == ActionImpair {
 		given[pLinkDelay] = rs.Delay.Pos
@@ -267,6 +268,9 @@ func (r *resolver) stepValues(si *stepInfo, allowed param) {
 	}
 	if allowed&pWait != 0 && rs.Wait.IsSet() {
 		st.NoWait = !rs.Wait.Value
+	}
+	if allowed&pNetwork != 0 && rs.Network.IsSet() {
+		st.Network = r.tenantName(rs.Network, si.label)
 	}
 	if allowed&pConfig != 0 {
 		st.Config = rs.Config.Value // may be invalid on purpose

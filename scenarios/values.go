@@ -80,7 +80,8 @@ func parseRate(s string) (uint64, string) {
 
 var (
 	hostNameRE      = regexp.MustCompile(`^h([1-9][0-9]{0,5})$`)
-	containerNameRE = regexp.MustCompile(`^c([1-9][0-9]{0,5})$`)
+	containerNameRE = regexp.MustCompile(`^(?:([a-z][a-z0-9]{0,7})-)?c([1-9][0-9]{0,5})$`)
+	tenantAllRE     = regexp.MustCompile(`^([a-z][a-z0-9]{0,7})-\*$`)
 )
 
 // hostIndex returns N for "hN", or 0.
@@ -93,14 +94,25 @@ func hostIndex(name string) int {
 	return n
 }
 
-// containerIndex returns N for "cN", or 0.
+// containerIndex returns N for "cN" or "NET-cN", or 0.
 func containerIndex(name string) int {
 	m := containerNameRE.FindStringSubmatch(name)
 	if m == nil {
 		return 0
 	}
-	n, _ := strconv.Atoi(m[1])
+	n, _ := strconv.Atoi(m[2])
 	return n
+}
+
+// containerNetwork returns NET for "NET-cN" or "NET-*", or "".
+func containerNetwork(name string) string {
+	if m := containerNameRE.FindStringSubmatch(name); m != nil {
+		return m[1]
+	}
+	if m := tenantAllRE.FindStringSubmatch(name); m != nil {
+		return m[1]
+	}
+	return ""
 }
 
 // parseSelector reads "HOST/CONTAINER", "HOST" (all its containers) or "*".
@@ -112,7 +124,7 @@ func parseSelector(s string) (Selector, bool) {
 	if host != "*" && hostIndex(host) == 0 {
 		return Selector{}, false
 	}
-	if ctr != "*" && containerIndex(ctr) == 0 {
+	if ctr != "*" && containerIndex(ctr) == 0 && !tenantAllRE.MatchString(ctr) {
 		return Selector{}, false
 	}
 	return Selector{Host: host, Container: ctr}, true

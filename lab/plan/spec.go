@@ -268,15 +268,18 @@ func (p *Plan) checkNetworks() error {
 		p.Backends = append(p.Backends, b)
 	}
 	if multi {
-		return checkTenants(p.Networks)
+		if p.Runtime == RuntimeCNI {
+			return ferr("runtime", string(RuntimeCNI), "the CNI flannel plugin serves one network; tenant networks need the bridge runtime")
+		}
+		return CheckTenants(p.Networks)
 	}
 	return nil
 }
 
-// checkTenants refuses what several networks on the same hosts cannot
-// share: a VNI, a udp port, and overlapping host-gw networks (plain routes
-// cannot tell tenants apart).
-func checkTenants(nets []Network) error {
+// CheckTenants refuses what several networks on the same hosts cannot
+// share: a backend type, a VNI, a udp port, and overlapping host-gw
+// networks (plain routes cannot tell tenants apart).
+func CheckTenants(nets []Network) error {
 	for i, a := range nets {
 		for _, b := range nets[:i] {
 			ca, cb := a.Config, b.Config

@@ -157,14 +157,18 @@ func (r *runner) retry(ctx context.Context, e *scenarios.Expectation, end <-chan
 }
 
 func (r *runner) checkLease(ctx context.Context, st *lab.State, c *scenarios.LeaseCheck) (bool, string) {
+	key := c.Host
+	if c.Network != "" {
+		key += "/" + c.Network
+	}
 	r.mu.Lock()
-	was := r.lease[c.Host]
+	was := r.lease[key]
 	r.mu.Unlock()
 	h, ok := st.Host(c.Host)
 	if !ok {
 		return false, fmt.Sprintf("host %s is not in the lab", c.Host)
 	}
-	now, err := st.LeaseOf(ctx, "", h.UnderlayIP)
+	now, err := st.LeaseOf(ctx, c.Network, h.UnderlayIP)
 	if err != nil {
 		return false, err.Error()
 	}

@@ -141,7 +141,7 @@ func (r *runner) play(ctx context.Context) {
 	}
 	st := l.Snapshot()
 	for _, h := range st.Hosts {
-		r.lease[h.Name] = h.Subnet
+		r.recordLeases(&h)
 	}
 	r.res.Topology = topology(st)
 	r.ready = time.Now()
@@ -198,9 +198,16 @@ func (r *runner) applyLinks() error {
 // spec is the lab the scenario asks for.
 func (r *runner) spec() plan.Spec {
 	cfgJSON, _ := r.sc.Network.Marshal()
+	nets := []plan.Network{{Config: r.sc.Network, ConfigJSON: cfgJSON}}
+	if len(r.sc.Tenants) > 0 {
+		nets = nil
+		for _, t := range r.sc.Tenants {
+			nets = append(nets, plan.Network{Name: t.Name, Config: t.Config})
+		}
+	}
 	s := plan.Spec{
 		Name: r.o.Lab, Hosts: len(r.sc.Hosts),
-		Networks: []plan.Network{{Config: r.sc.Network, ConfigJSON: cfgJSON}},
+		Networks: nets,
 		Underlay: r.sc.Underlay, UnderlayMTU: r.sc.UnderlayMTU,
 		Etcd:    plan.Etcd{Members: r.sc.EtcdMembers, Endpoints: r.sc.EtcdEndpoints},
 		Runtime: r.sc.Runtime, Seed: r.sc.Seed,
@@ -235,4 +242,13 @@ func topologyHost(h *lab.HostState) report.TopologyHost {
 		th.Containers = append(th.Containers, report.TopologyContainer{Name: c.Name, IP: c.IP, Network: c.Network})
 	}
 	return th
+}
+
+// recordLeases remembers a host's leases as they are now (at ready, or when
+// it joined): by host for the first network, by host/network for tenants.
+func (r *runner) recordLeases(h *lab.HostState) {
+	r.lease[h.Name] = h.Subnet
+	for net, sub := range h.Subnets {
+		r.lease[h.Name+"/"+net] = sub
+	}
 }

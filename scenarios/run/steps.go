@@ -166,7 +166,7 @@ func (r *runner) do(ctx context.Context, s *scenarios.Step) error {
 	case scenarios.ActionEtcdPartition, scenarios.ActionEtcdHeal:
 		return l.SetPartition(s.Host, s.Action == scenarios.ActionEtcdPartition)
 	case scenarios.ActionLeaseDelete:
-		return l.DeleteLease(ctx, s.Host)
+		return l.DeleteLease(ctx, s.Host, s.Network)
 	case scenarios.ActionHostAdd:
 		return r.hostAdd(ctx, s)
 	case scenarios.ActionHostRemove:
@@ -183,7 +183,7 @@ func (r *runner) do(ctx context.Context, s *scenarios.Step) error {
 		}
 		return nil
 	case scenarios.ActionConfigSet:
-		return l.PutConfig(ctx, "", s.Config)
+		return l.PutConfig(ctx, s.Network, s.Config)
 	}
 	return r.doMore(ctx, s)
 }
@@ -205,7 +205,7 @@ func (r *runner) hostAdd(ctx context.Context, s *scenarios.Step) error {
 	th.AddedAt = &at
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.lease[h.Name] = h.Subnet
+	r.recordLeases(h)
 	r.res.Topology.Hosts = append(r.res.Topology.Hosts, th)
 	return nil
 }
