@@ -110,7 +110,11 @@ func (l *Lab) agentArgs(st *State, h *HostState, extra []string) []string {
 	flag("iface", plan.HostIf)
 	flag("public-ip", h.UnderlayIP)
 	flag("healthz-port", strconv.Itoa(plan.HealthzPort))
-	flag("ip-masq", "false")
+	// With the CNI runtime the agent masquerades, as kube-flannel runs it:
+	// the flannel CNI plugin then tells its bridge not to (ipMasq is the
+	// opposite of FLANNEL_IPMASQ), and traffic between containers keeps its
+	// addresses; only what leaves the Network is masqueraded.
+	flag("ip-masq", strconv.FormatBool(st.Runtime == plan.RuntimeCNI))
 	if t := st.Etcd.TLS; t != nil {
 		flag("etcd-cafile", t.CA)
 		flag("etcd-certfile", t.ClientCert)
