@@ -37,14 +37,20 @@ lab-down: build
 vet:
 	$(GO) vet ./...
 
-# Unit tests (no root needed), then the end-to-end suite (skips without root).
+# Unit tests (no root needed), then the end-to-end suite (skips without root;
+# builds upstream flanneld and the CNI plugins first, once: the suite runs
+# them). Every spec's name and outcome shows as it runs; ginkgo's JUnit report
+# of the suite lands in out/e2e-junit.xml.
+E2E_JUNIT ?= $(CURDIR)/out/e2e-junit.xml
+
 test: vet unit e2e
 
 unit:
 	$(GO) test -count=1 $$($(GO) list ./... | grep -v /e2e)
 
-e2e: build
-	OVERLAYLAB_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout $(E2E_TIMEOUT) ./e2e/ -ginkgo.v -ginkgo.label-filter='!soak'
+e2e: build $(FLANNELD) $(CNI_PLUGINS)
+	@mkdir -p $(dir $(E2E_JUNIT))
+	OVERLAYLAB_BIN=$(CURDIR)/$(BIN) $(GO) test -v -count=1 -timeout $(E2E_TIMEOUT) ./e2e/ -ginkgo.v -ginkgo.label-filter='!soak' -ginkgo.junit-report=$(E2E_JUNIT)
 
 # Five minutes of agent restarts and an etcd restart under continuous pings
 # (root; not in CI). SOAK_DURATION=2m shortens it.
