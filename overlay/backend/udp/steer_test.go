@@ -310,3 +310,39 @@ func TestWorkerCount(t *testing.T) {
 		t.Errorf("simple with 1 worker: %v", err)
 	}
 }
+
+// FuzzSteering: on any bytes the kernel might hand the steering program,
+// the program and flowHash agree (so the send side's flow grouping matches
+// the receiver's steering), and flowHash never reads past the packet.
+func FuzzSteering(f *testing.F) {
+	f.Add(flowPacket("10.10.1.2", "10.10.2.3", protoTCP, 1000, 80, 0), uint8(4))
+	f.Add(flowPacket("10.10.1.2", "10.10.2.3", protoUDP, 53, 5353, 10), uint8(3))
+	f.Add([]byte{0x4f, 0, 0, 0, 0, 0, 0, 0, 0, protoTCP, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8}, uint8(2))
+	f.Add([]byte{}, uint8(1))
+	vms := map[uint8]*bpf.VM{}
+	f.Fuzz(func(t *testing.T, pkt []byte, n uint8) {
+		if n == 0 {
+			n = 1
+		}
+		vm := vms[n]
+		if vm == nil {
+			var err error
+			if vm, err = bpf.NewVM(steeringProgram(int(n))); err != nil {
+				t.Fatal(err)
+			}
+			vms[n] = vm
+		}
+		got, err := vm.Run(pkt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, ok := flowHash(pkt)
+		want := 0
+		if ok {
+			want = int(h % uint32(n))
+		}
+		if got != want || got >= int(n) {
+			t.Fatalf("n=%d: program %d, flowHash %d (ok %v)", n, got, want, ok)
+		}
+	})
+}
