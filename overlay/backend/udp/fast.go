@@ -220,6 +220,21 @@ func openVnetTun(name string, n int, want bool, log *slog.Logger) (fds []int, vn
 	var mq uint16
 	if n > 1 {
 		mq = unix.IFF_MULTI_QUEUE
+		// A single-queue device is exclusive (the kernel refuses a second
+		// attach with EBUSY); a multi-queue one takes queues from anyone
+		// who asks. So check that nobody holds the device, before and after
+		// attaching ours: a second agent must fail, not share flannel0.
+		if err := tunQueuesHeld(name, 0); err != nil {
+			return nil, false, false, err
+		}
+		defer func() {
+			if err == nil {
+				if err = tunQueuesHeld(name, n); err != nil {
+					closeFDs(fds)
+					fds = nil
+				}
+			}
+		}()
 	}
 	if want {
 		fds, err = tunQueues(name, n, unix.IFF_VNET_HDR|mq)
@@ -240,6 +255,27 @@ func openVnetTun(name string, n int, want bool, log *slog.Logger) (fds []int, vn
 	}
 	fds, err = tunQueues(name, n, mq)
 	return fds, false, false, err
+}
+
+// tunQueuesHeld checks that the TUN device name has exactly want queues
+// attached (a device that does not exist has none).
+func tunQueuesHeld(name string, want int) error {
+	link, err := netlink.LinkByName(name)
+	if err != nil {
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) && want == 0 {
+			return nil
+		}
+		return fmt.Errorf("look up %s: %w", name, err)
+	}
+	t, ok := link.(*netlink.Tuntap)
+	if !ok {
+		return fmt.Errorf("%s exists and is a %s device, not a TUN device", name, link.Type())
+	}
+	if t.Queues != want {
+		return fmt.Errorf("tun %s has %d queues attached, want %d: another process (another agent?) holds it", name, t.Queues, want)
+	}
+	return nil
 }
 
 // tunQueues opens n queues of the TUN device name.

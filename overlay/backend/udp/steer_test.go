@@ -276,6 +276,43 @@ func TestServeBothWays(t *testing.T) {
 	}
 }
 
+// TestStraysCounted: a GRO batch that mixes flows of two workers (what a
+// NIC's GRO may build; our send side never does) is delivered whole to the
+// worker of its first datagram, which counts the other worker's datagrams.
+func TestStraysCounted(t *testing.T) {
+	const n = 2
+	x := newFastFixtureN(t, n, true, false, true)
+	var fl [n][]byte
+	for port := uint16(2000); fl[0] == nil || fl[1] == nil; port++ {
+		p := inner("10.10.2.9", "10.10.1.5", 1000, 0)
+		binary.BigEndian.PutUint16(p[20:22], port)
+		binary.BigEndian.PutUint16(p[26:28], 0) // no UDP checksum
+		if h, _ := flowHash(p); fl[h%n] == nil {
+			fl[h%n] = p
+		}
+	}
+	// One GSO send: flow 0, flow 1, flow 1: all steered to worker 0.
+	rc, err := x.peerConn.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch := newSendBatch(3)
+	for _, p := range [][]byte{fl[0], fl[1], fl[1]} {
+		batch.addSegment(p, nil, x.addr())
+	}
+	s := newSender(rc, 3)
+	s.build([]gsoMsg{{dst: x.addr(), first: 0, n: 3, size: len(fl[0]), bytes: 3 * len(fl[0])}}, batch)
+	if sent, errno, err := s.send(0, 1); err != nil || errno != 0 || sent != 1 {
+		t.Fatalf("send: %d %v %v", sent, errno, err)
+	}
+	stop := x.run(t, x.ws[0].serve)
+	got := x.ks[0].read(t, 3)
+	stop()
+	if len(got) != 3 || x.ws[0].strays != 2 {
+		t.Fatalf("%d packets, %d strays; want 3 and 2", len(got), x.ws[0].strays)
+	}
+}
+
 // pending says whether the datapath wrote something within ms.
 func (k *fakeKernel) pending(ms int) bool {
 	pfd := []unix.PollFd{{Fd: int32(k.fd), Events: unix.POLLIN}}
@@ -309,4 +346,40 @@ func TestWorkerCount(t *testing.T) {
 	if be, err := New(cfg, backend.External{}, &backend.Metrics{}, backend.Options{UDPMode: "simple", Workers: 1}); err != nil || be.(*UDP).workers != 1 {
 		t.Errorf("simple with 1 worker: %v", err)
 	}
+}
+
+// FuzzSteering: on any bytes the kernel might hand the steering program,
+// the program and flowHash agree (so the send side's flow grouping matches
+// the receiver's steering), and flowHash never reads past the packet.
+func FuzzSteering(f *testing.F) {
+	f.Add(flowPacket("10.10.1.2", "10.10.2.3", protoTCP, 1000, 80, 0), uint8(4))
+	f.Add(flowPacket("10.10.1.2", "10.10.2.3", protoUDP, 53, 5353, 10), uint8(3))
+	f.Add([]byte{0x4f, 0, 0, 0, 0, 0, 0, 0, 0, protoTCP, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8}, uint8(2))
+	f.Add([]byte{}, uint8(1))
+	vms := map[uint8]*bpf.VM{}
+	f.Fuzz(func(t *testing.T, pkt []byte, n uint8) {
+		if n == 0 {
+			n = 1
+		}
+		vm := vms[n]
+		if vm == nil {
+			var err error
+			if vm, err = bpf.NewVM(steeringProgram(int(n))); err != nil {
+				t.Fatal(err)
+			}
+			vms[n] = vm
+		}
+		got, err := vm.Run(pkt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, ok := flowHash(pkt)
+		want := 0
+		if ok {
+			want = int(h % uint32(n))
+		}
+		if got != want || got >= int(n) {
+			t.Fatalf("n=%d: program %d, flowHash %d (ok %v)", n, got, want, ok)
+		}
+	})
 }

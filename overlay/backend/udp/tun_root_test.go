@@ -122,6 +122,36 @@ func TestMultiQueueTunFollowsWrites(t *testing.T) {
 	})
 }
 
+// TestMultiQueueTunIsExclusive: a second agent cannot attach queues to the
+// flannel0 of a running one (the kernel lets anyone add queues to a
+// multi-queue device; a single-queue one it refuses with EBUSY).
+func TestMultiQueueTunIsExclusive(t *testing.T) {
+	inThrowawayNetns(t, func(h *netlink.Handle) {
+		log := slog.New(slog.DiscardHandler)
+		fds, _, _, err := openVnetTun(TunName, 2, true, log)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer closeFDs(fds)
+		for _, n := range []int{2, 1} {
+			more, _, _, err := openVnetTun(TunName, n, true, log)
+			closeFDs(more)
+			if err == nil {
+				t.Errorf("a second agent with %d queues attached to the running one's %s", n, TunName)
+			}
+		}
+		link, err := h.LinkByName(TunName)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		if q := link.(*netlink.Tuntap).Queues; q != 2 {
+			t.Errorf("%s has %d queues after the refused attempts, want 2", TunName, q)
+		}
+	})
+}
+
 // readAnyQueue waits for the next IPv4 packet to dst on any of the queues
 // (other traffic, such as IPv6 neighbour discovery, is skipped) and says
 // which queue it was on.

@@ -18,7 +18,8 @@ package udp
 //     datagram), so this holds for GSO sends and UDP GRO batches too, as
 //     long as no device on the underlay merges datagrams of different flows
 //     itself (GRO on a physical NIC can, for sockets with UDP_GRO; veth does
-//     not): such a merged batch goes whole to the worker of its first flow.
+//     not): such a merged batch goes whole to the worker of its first flow,
+//     which notices and says so in the log (checkStray).
 //   - Sent (container → wire): the kernel picks the TUN queue of a packet
 //     leaving through flannel0 (tun_select_queue, "automq"): the queue on
 //     which the agent last wrote a packet of the same flow (the kernel
@@ -79,6 +80,10 @@ type worker struct {
 	b  *UDP
 	id int
 	q  *fastQueue
+	// strays counts datagrams steered here that belong to another worker's
+	// flow: they came behind another flow's datagram in one GRO batch of
+	// the underlay (see above). The first is logged.
+	strays uint64
 }
 
 // runFast runs every worker until ctx is done or one loop fails: a single
@@ -387,9 +392,13 @@ func (w *worker) udpRound(st *rxState, wait bool) (bool, error) {
 			b.metrics.Drop(backend.DropMalformed)
 			continue
 		}
+		batch := segSize > 0 && len(data) > segSize
 		for rest := data; len(rest) > 0; {
 			var seg []byte
 			seg, rest = nextSegment(rest, segSize)
+			if batch {
+				w.checkStray(seg)
+			}
 			src, dst, err := ipv4Addrs(seg)
 			if err != nil {
 				b.metrics.Drop(dropReason(err))
@@ -408,6 +417,23 @@ func (w *worker) udpRound(st *rxState, wait bool) (bool, error) {
 		}
 	}
 	return true, w.writeTun(c)
+}
+
+// checkStray counts a datagram of a GRO batch that the steering would have
+// given to another worker, and logs the first: on such an underlay a flow's
+// datagrams can reach two workers, and TCP can see them out of order.
+func (w *worker) checkStray(seg []byte) {
+	n := len(w.b.fast.queues)
+	if n == 1 {
+		return
+	}
+	if h, ok := flowHash(seg); ok && int(h%uint32(n)) != w.id {
+		if w.strays == 0 {
+			w.b.log.Warn("a UDP GRO batch mixes flows of several workers (the underlay device merges datagrams of different flows): "+
+				"flows can be reordered; use --udp-workers=1, or turn the device's UDP GRO off", "worker", w.id)
+		}
+		w.strays++
+	}
 }
 
 // writeTun writes the coalescer's packets, one writev each, and empties it.
