@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/overlaylab/overlaylab/internal/nstest"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/overlaylab/overlaylab/internal/nsutil"
@@ -35,9 +37,7 @@ func overlaylabBinary(t *testing.T) string {
 // baseline and vxlan, plus a configuration whose agents refuse to start,
 // which must be reported and not stop the others.
 func TestDataPlaneRoot(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: builds network namespaces")
-	}
+	nstest.SkipUnlessRoot(t, "builds network namespaces")
 	if testing.Short() {
 		t.Skip("builds three labs")
 	}

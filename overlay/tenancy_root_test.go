@@ -2,40 +2,22 @@ package overlay
 
 import (
 	"log/slog"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
 
 	"github.com/google/nftables"
+	"github.com/overlaylab/overlaylab/internal/nstest"
 	"github.com/vishvananda/netlink"
-
-	"github.com/overlaylab/overlaylab/internal/nsutil"
 )
 
-// tenancyNetns is a namespace of this test's own with a tenancyKernel
-// bound to it (netlink handle and nftables connections), and a veth pair
-// eth0/eth1 to hang routes on; ip runs `ip -n <ns> ARGS`.
+// tenancyNetns equips a namespace of the test's own (nstest.Netns) with a
+// tenancyKernel bound to it (netlink handle and nftables connections), and a
+// veth pair eth0/eth1 to hang routes on; ip runs `ip -n <ns> ARGS`.
 func tenancyNetns(t *testing.T, name string) (*netlinkTenancy, func(args ...string) string) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (network namespaces)")
-	}
-	_ = nsutil.Delete(name) // a killed earlier run's
-	if err := nsutil.Create(name); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = nsutil.Delete(name) })
-	ns, err := nsutil.Handle(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ns.Close() })
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(h.Close)
+	ns := nstest.NsHandle(t, name)
+	h := nstest.Handle(t, name)
 	la := netlink.NewLinkAttrs()
 	la.Name = "eth0"
 	if err := h.LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: "eth1"}); err != nil {
@@ -77,7 +59,7 @@ func nftRuleset(t *testing.T, ns string) string {
 // leftovers that the agent owns, everything that it does not. A second
 // ensure adds no duplicate; a single-network agent's reset removes it all.
 func TestTenancyInKernel(t *testing.T) {
-	const ns = "ol-e2etn9-u-tenancy"
+	ns := nstest.Netns(t, "tenancy")
 	k, ip := tenancyNetns(t, ns)
 	red, blue, _ := testTenancies(t)
 	// Leftovers: an earlier run's network green (rule, table 1003), an
@@ -194,7 +176,7 @@ func TestTenancyInKernel(t *testing.T) {
 // TestTenancyHostGW: a host-gw network's rule matches the external
 // interface and its Network, and its zone rule the same.
 func TestTenancyHostGW(t *testing.T) {
-	const ns = "ol-e2etn9-u-tenhgw"
+	ns := nstest.Netns(t, "tenhgw")
 	k, ip := tenancyNetns(t, ns)
 	_, _, hgw := testTenancies(t)
 	if err := k.reset([]tenancy{hgw}); err != nil {

@@ -2,79 +2,24 @@ package pcapcheck
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"errors"
-	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"path/filepath"
-	"runtime"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
+	"github.com/overlaylab/overlaylab/internal/nstest"
 	"github.com/overlaylab/overlaylab/internal/nsutil"
 )
-
-func skipUnlessRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create network namespaces")
-	}
-}
 
 func TestStartUnknownNamespace(t *testing.T) {
 	_, err := Start(t.Context(), "ol-pcaptest-does-not-exist", "eth0")
 	if err == nil {
 		t.Fatal("Start in a missing namespace succeeded")
 	}
-}
-
-// newTestNetns creates a named namespace without moving the calling thread
-// into it, and deletes it when the test ends, whatever the outcome.
-func newTestNetns(t *testing.T, name string) netns.NsHandle {
-	t.Helper()
-	type result struct {
-		h   netns.NsHandle
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		// NewNamed unshares the current thread into the new namespace, so it
-		// runs on a locked thread that is switched back, or left to die.
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{err: err}
-			return
-		}
-		defer orig.Close()
-		h, err := netns.NewNamed(name)
-		if rerr := netns.Set(orig); rerr != nil {
-			ch <- result{h: h, err: errors.Join(err, fmt.Errorf("restore netns: %w", rerr))}
-			return
-		}
-		runtime.UnlockOSThread()
-		ch <- result{h: h, err: err}
-	}()
-	r := <-ch
-	t.Cleanup(func() {
-		if r.h.IsOpen() {
-			r.h.Close()
-		}
-		if err := netns.DeleteNamed(name); err != nil && !errors.Is(err, os.ErrNotExist) {
-			t.Errorf("delete netns %s: %v", name, err)
-		}
-	})
-	if r.err != nil {
-		t.Fatalf("create netns %s: %v", name, r.err)
-	}
-	return r.h
 }
 
 // vethPair links two namespaces directly; nothing is created in the root
@@ -140,13 +85,8 @@ func listenUDPIn(t *testing.T, nsName, addr string) *net.UDPConn {
 // (bare inner IPv4 echo requests, port 8285 both sides) to A, A answers in
 // kind, and a capture on A's end must see both directions and pass Check.
 func TestCaptureRealVeth(t *testing.T) {
-	skipUnlessRoot(t)
-	suffix := make([]byte, 3)
-	rand.Read(suffix)
-	nameA := "ol-pcaptest-" + hex.EncodeToString(suffix) + "-a"
-	nameB := "ol-pcaptest-" + hex.EncodeToString(suffix) + "-b"
-	nsA := newTestNetns(t, nameA)
-	nsB := newTestNetns(t, nameB)
+	nameA, nameB := nstest.Netns(t, "pcap-a"), nstest.Netns(t, "pcap-b")
+	nsA, nsB := nstest.NsHandle(t, nameA), nstest.NsHandle(t, nameB)
 	vethPair(t, nsA, nsB, "pt0", "pt1", "192.168.99.1/24", "192.168.99.2/24")
 
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
@@ -263,23 +203,7 @@ func TestCaptureRealVeth(t *testing.T) {
 // oversized frames are cut and counted, and that a cancelled context ends the
 // reader promptly while Stop still returns what was captured.
 func TestCaptureLoopback(t *testing.T) {
-	skipUnlessRoot(t)
-	suffix := make([]byte, 3)
-	rand.Read(suffix)
-	name := "ol-pcaptest-" + hex.EncodeToString(suffix) + "-c"
-	ns := newTestNetns(t, name)
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	lo, err := h.LinkByName("lo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := h.LinkSetUp(lo); err != nil {
-		t.Fatal(err)
-	}
+	name := nstest.Netns(t, "pcap-lo") // lo is up
 
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/overlaylab/overlaylab/internal/nstest"
+
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
@@ -26,7 +28,7 @@ const pluginDir = "../../bin/cni"
 // fakeHost is a throwaway "node": a host namespace with its own subnet.env
 // and CNI data dir, and container namespaces to attach to it.
 type fakeHost struct {
-	prefix     string // namespace name prefix, unique to this test run
+	tag        string // in the names of its namespaces
 	hostPath   string
 	subnetFile string
 	runner     *Runner
@@ -37,9 +39,7 @@ type fakeHost struct {
 // removes every namespace it made.
 func newFakeHost(t *testing.T, tag, subnetEnv string) *fakeHost {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates network namespaces")
-	}
+	nstest.SkipUnlessRoot(t, "creates network namespaces")
 	r := &Runner{PluginDir: pluginDir, DataDir: filepath.Join(t.TempDir(), "cni")}
 	if err := r.CheckPlugins(); err != nil {
 		t.Skipf("%v", err)
@@ -50,7 +50,7 @@ func newFakeHost(t *testing.T, tag, subnetEnv string) *fakeHost {
 		t.Fatal(err)
 	}
 	h := &fakeHost{
-		prefix:     fmt.Sprintf("ol-cnitest-%d-%s", os.Getpid(), tag),
+		tag:        tag,
 		subnetFile: subnetFile,
 		runner:     r,
 		conf:       FlannelConf{Network: "ol-cnitest", SubnetFile: subnetFile},
@@ -59,19 +59,11 @@ func newFakeHost(t *testing.T, tag, subnetEnv string) *fakeHost {
 	return h
 }
 
-// netns creates the namespace prefix-suffix and returns its path.
+// netns creates a throwaway namespace for the host's tag and suffix and
+// returns its path.
 func (h *fakeHost) netns(t *testing.T, suffix string) string {
 	t.Helper()
-	name := h.prefix + "-" + suffix
-	if err := nsutil.Create(name); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := nsutil.Delete(name); err != nil {
-			t.Errorf("cleanup: %v", err)
-		}
-	})
-	return filepath.Join(nsutil.RunDir, name)
+	return filepath.Join(nsutil.RunDir, nstest.Netns(t, "cni"+h.tag+"-"+suffix))
 }
 
 func (h *fakeHost) add(t *testing.T, ctrPath, id string) *Result {

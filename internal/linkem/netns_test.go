@@ -16,10 +16,11 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/overlaylab/overlaylab/internal/nstest"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -30,15 +31,6 @@ import (
 // Root tests: a small copy of the lab's underlay in throwaway namespaces,
 // ol-lkm-<pid>-<n>-{ul,h1,h2}: two "hosts" whose eth0 (10.0.0.1, 10.0.0.2)
 // are veths to ports on a bridge in the underlay namespace, as in a lab.
-
-func skipUnlessRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates network namespaces")
-	}
-}
-
-var netCounter atomic.Int32
 
 type testNet struct {
 	ul, h1, h2 string // namespaces
@@ -52,31 +44,11 @@ var hostIP = map[int]string{1: "10.0.0.1", 2: "10.0.0.2"}
 // whatever way it ends.
 func newTestNet(t testing.TB) *testNet {
 	t.Helper()
-	skipUnlessRoot(t)
-	prefix := fmt.Sprintf("ol-lkm-%d-%d-", os.Getpid()%100000, netCounter.Add(1))
-	n := &testNet{ul: prefix + "ul", h1: prefix + "h1", h2: prefix + "h2", bridge: "br0"}
+	nstest.SkipUnlessRoot(t, "creates network namespaces")
+	n := &testNet{ul: nstest.Netns(t, "lkm-ul"), h1: nstest.Netns(t, "lkm-h1"), h2: nstest.Netns(t, "lkm-h2"), bridge: "br0"}
 	// Port names as long as the lab's (ol-<lab>-hN): the pair's names must
 	// not depend on them fitting in 15 characters.
 	n.p1, n.p2 = "ol-lkmtest-h1", "ol-lkmtest-h2"
-	t.Cleanup(func() {
-		for _, ns := range []string{n.h1, n.h2, n.ul} {
-			if err := nsutil.Delete(ns); err != nil {
-				t.Errorf("cleanup: %v", err)
-			}
-		}
-	})
-	for _, ns := range []string{n.ul, n.h1, n.h2} {
-		if err := nsutil.Create(ns); err != nil {
-			t.Fatal(err)
-		}
-		n.do(t, ns, func(h *netlink.Handle) error {
-			lo, err := h.LinkByName("lo")
-			if err != nil {
-				return err
-			}
-			return h.LinkSetUp(lo)
-		})
-	}
 	n.do(t, n.ul, func(h *netlink.Handle) error {
 		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: n.bridge}}
 		if err := h.LinkAdd(br); err != nil {

@@ -25,9 +25,9 @@ type Counters struct {
 	DroppedQueue uint64 `json:"droppedQueue"`
 	// DroppedMTU counts wire packets longer than the hop's MTU.
 	DroppedMTU uint64 `json:"droppedMTU"`
-	Duplicated   uint64 `json:"duplicated"`
-	Corrupted    uint64 `json:"corrupted"`
-	Reordered    uint64 `json:"reordered"`
+	Duplicated uint64 `json:"duplicated"`
+	Corrupted  uint64 `json:"corrupted"`
+	Reordered  uint64 `json:"reordered"`
 	// Segmented counts GSO super-frames cut into wire packets here.
 	Segmented uint64 `json:"segmented"`
 	// Errors counts packets lost to the relay itself (a frame the kernel

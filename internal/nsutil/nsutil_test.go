@@ -6,6 +6,8 @@ import (
 	"testing"
 )
 
+// skipUnlessRoot is nstest.SkipUnlessRoot, which this package cannot import
+// (nstest is built on nsutil).
 func skipUnlessRoot(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {

@@ -80,7 +80,7 @@ type Manager struct {
 	// store was not replaced (0: resetCheckInterval's default; tests
 	// shorten it).
 	resetCheck time.Duration
-	log         *slog.Logger
+	log        *slog.Logger
 
 	randMu sync.Mutex // *rand.Rand is not safe for concurrent use
 	rand   *rand.Rand

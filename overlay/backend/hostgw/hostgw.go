@@ -43,7 +43,7 @@ type HostGW struct {
 
 // New is the backend.Factory for "host-gw".
 func New(cfg *config.Config, ext backend.External, _ *backend.Metrics, o backend.Options) (backend.Backend, error) {
-	log := slog.Default().With("backend", "host-gw")
+	log := slog.Default().With("backend", config.BackendHostGW)
 	if o.Network != "" {
 		log = log.With("network", o.Network)
 	}

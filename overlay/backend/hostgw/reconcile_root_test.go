@@ -5,31 +5,24 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"strings"
 	"testing"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/overlaylab/overlaylab/internal/nstest"
 	"github.com/overlaylab/overlaylab/internal/nsutil"
 	"github.com/overlaylab/overlaylab/overlay/backend"
 	"github.com/overlaylab/overlaylab/overlay/config"
 	"github.com/overlaylab/overlaylab/overlay/subnet"
 )
 
-// unitNetns is a namespace of this test's own with ext0 (192.168.90.1/24,
-// one end of a veth pair: this kernel has no dummy links); fn runs inside.
+// unitNetns equips a namespace of the test's own (nstest.Netns) with ext0
+// (192.168.90.1/24, one end of a veth pair: this kernel has no dummy links);
+// fn runs inside.
 func unitNetns(t *testing.T, name string) func(fn func() error) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (network namespaces)")
-	}
-	_ = nsutil.Delete(name) // a killed earlier run's
-	if err := nsutil.Create(name); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = nsutil.Delete(name) })
 	in := func(fn func() error) {
 		t.Helper()
 		if err := nsutil.DoNamed(name, fn); err != nil {
@@ -62,7 +55,7 @@ func unitNetns(t *testing.T, name string) func(fn func() error) {
 // peers removes the other's route, keeps the current one's, and leaves
 // routes it does not own alone, even inside the Network.
 func TestReconcileAfterRestart(t *testing.T) {
-	in := unitNetns(t, "ol-e2eag9-u-hostgw")
+	in := unitNetns(t, nstest.Netns(t, "hostgw"))
 	cfg, err := config.Parse([]byte(`{"Network":"10.10.0.0/16","Backend":{"Type":"host-gw"}}`))
 	if err != nil {
 		t.Fatal(err)
@@ -142,7 +135,7 @@ func routes(t *testing.T, in func(func() error)) string {
 // its peers in its own table (none in main), and its Reconcile keeps the
 // table's unreachable default, which the agent's tenancy put there.
 func TestReconcileInTable(t *testing.T) {
-	in := unitNetns(t, "ol-e2etn9-u-hostgw")
+	in := unitNetns(t, nstest.Netns(t, "hostgw"))
 	cfg, err := config.Parse([]byte(`{"Network":"10.10.0.0/16","Backend":{"Type":"host-gw"}}`))
 	if err != nil {
 		t.Fatal(err)

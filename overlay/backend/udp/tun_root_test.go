@@ -5,9 +5,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"runtime"
 	"testing"
+
+	"github.com/overlaylab/overlaylab/internal/nstest"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -19,9 +20,7 @@ import (
 // The namespace goes away with its last descriptor and socket.
 func inThrowawayNetns(t *testing.T, fn func(h *netlink.Handle)) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (a network namespace and a TUN device)")
-	}
+	nstest.SkipUnlessRoot(t, "a network namespace and a TUN device")
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

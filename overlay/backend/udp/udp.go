@@ -121,7 +121,7 @@ func New(cfg *config.Config, ext backend.External, m *backend.Metrics, o backend
 	if len(dev) > unix.IFNAMSIZ-1 {
 		return nil, fmt.Errorf("udp backend: device name %q is longer than %d characters", dev, unix.IFNAMSIZ-1)
 	}
-	log := slog.Default().With("backend", "udp", "mode", mode)
+	log := slog.Default().With("backend", config.BackendUDP, "mode", mode)
 	if o.Network != "" {
 		log = log.With("network", o.Network, "dev", dev)
 	}
@@ -141,7 +141,7 @@ func (b *UDP) Prepare(ctx context.Context) (backend.Published, error) {
 		if err := b.prepareFast(); err != nil {
 			return backend.Published{}, err
 		}
-		return backend.Published{BackendType: "udp", MTU: b.mtu}, nil
+		return backend.Published{BackendType: config.BackendUDP, MTU: b.mtu}, nil
 	}
 	tun, err := openTun(b.dev)
 	if err != nil {
@@ -157,7 +157,7 @@ func (b *UDP) Prepare(ctx context.Context) (backend.Published, error) {
 	_ = conn.SetReadBuffer(4 << 20)
 	_ = conn.SetWriteBuffer(4 << 20)
 	b.conn = conn
-	return backend.Published{BackendType: "udp", MTU: b.mtu}, nil
+	return backend.Published{BackendType: config.BackendUDP, MTU: b.mtu}, nil
 }
 
 // openTun creates (or attaches to) a TUN device without packet info headers.

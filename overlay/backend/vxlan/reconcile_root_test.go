@@ -6,31 +6,24 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"strings"
 	"testing"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/overlaylab/overlaylab/internal/nstest"
 	"github.com/overlaylab/overlaylab/internal/nsutil"
 	"github.com/overlaylab/overlaylab/overlay/backend"
 	"github.com/overlaylab/overlaylab/overlay/config"
 	"github.com/overlaylab/overlaylab/overlay/subnet"
 )
 
-// unitNetns is a namespace of this test's own, with a veth pair standing
-// in for the underlay (this kernel has no dummy links); fn runs inside it.
+// unitNetns equips a namespace of the test's own (nstest.Netns) with a veth
+// pair standing in for the underlay (this kernel has no dummy links); fn runs
+// inside it.
 func unitNetns(t *testing.T, name string) func(fn func() error) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (network namespaces)")
-	}
-	_ = nsutil.Delete(name) // a killed earlier run's
-	if err := nsutil.Create(name); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = nsutil.Delete(name) })
 	in := func(fn func() error) {
 		t.Helper()
 		if err := nsutil.DoNamed(name, fn); err != nil {
@@ -73,7 +66,7 @@ func vxlanLease(i byte) subnet.Lease {
 // route, neighbour and FDB entry from the adopted device, and leave the
 // current peer's entries and a route the agent does not own.
 func TestReconcileAfterRestart(t *testing.T) {
-	in := unitNetns(t, "ol-e2eag9-u-vxlan")
+	in := unitNetns(t, nstest.Netns(t, "vxlan"))
 	cfg, err := config.Parse([]byte(`{"Network":"10.10.0.0/16","Backend":{"Type":"vxlan"}}`))
 	if err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/overlaylab/overlaylab/internal/nstest"
 	"github.com/overlaylab/overlaylab/overlay/backend"
 	"github.com/overlaylab/overlaylab/overlay/config"
 	"github.com/overlaylab/overlaylab/overlay/subnet"
@@ -56,7 +57,7 @@ func routesIn(t *testing.T, in func(func() error), table int) string {
 // own admission table matching its VNI, and each Reconcile keeps its
 // Network route, restores it, and touches no other table.
 func TestTwoNetworksOwnTables(t *testing.T) {
-	const ns = "ol-e2etn9-u-vxlan"
+	ns := nstest.Netns(t, "vxten")
 	in := unitNetns(t, ns)
 	ctx := context.Background()
 	ip := netip.MustParseAddr("192.168.90.1")

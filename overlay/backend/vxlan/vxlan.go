@@ -74,7 +74,7 @@ func New(cfg *config.Config, ext backend.External, _ *backend.Metrics, o backend
 	if len(name) > 15 {
 		return nil, fmt.Errorf("vxlan backend: device name %s is longer than 15 characters: use a smaller VNI", name)
 	}
-	log := slog.Default().With("backend", "vxlan", "dev", name)
+	log := slog.Default().With("backend", config.BackendVXLAN, "dev", name)
 	if o.Network != "" {
 		log = log.With("network", o.Network)
 	}
