@@ -22,7 +22,7 @@ PIN_DIR             := bin/.pin
 FLANNELD_PIN        := $(PIN_DIR)/flanneld-$(FLANNEL_VERSION)
 CNI_PIN             := $(PIN_DIR)/cni-$(CNI_FLANNEL_VERSION)-$(CNI_PLUGINS_VERSION)
 
-.PHONY: build lab-up lab-down test unit e2e bench fuzz soak vet clean flanneld cni-plugins
+.PHONY: build lab-up lab-down test unit e2e bench bench-scale fuzz soak vet clean flanneld cni-plugins
 
 build:
 	$(GO) build -o $(BIN) ./cmd/overlaylab
@@ -63,6 +63,12 @@ bench: build
 	./$(BIN) bench
 	./$(BIN) bench control --agents 1000
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+# Labs of 500 and 1000 hosts built as `up` builds them (root, ~10 minutes on
+# two cores); rewrites the lab-scale section of docs/PERFORMANCE.md.
+SCALE_HOSTS ?= 500,1000
+bench-scale: build
+	./$(BIN) bench scale --hosts $(SCALE_HOSTS) --containers 1 --underlay 172.20.0.0/16
 
 # Every fuzz target for FUZZTIME each (seed corpora run in `make test` too); new
 # inputs are minimized for at most 5 s, so large ones do not eat the budget.

@@ -14,7 +14,7 @@ const (
 	SectionControl   = "control"
 )
 
-var sectionOrder = []string{SectionDataPlane, SectionControl}
+var sectionOrder = []string{SectionDataPlane, SectionControl, SectionScale}
 
 func beginMarker(name string) string { return "<!-- overlaylab-bench:begin " + name + " -->" }
 func endMarker(name string) string   { return "<!-- overlaylab-bench:end " + name + " -->" }
@@ -23,8 +23,9 @@ func endMarker(name string) string   { return "<!-- overlaylab-bench:end " + nam
 const docHeader = `# Performance
 
 This file is generated: ` + "`make bench`" + ` runs ` + "`overlaylab bench`" + `, which rewrites the data-plane section, and
-` + "`overlaylab bench control --agents 1000`" + `, which rewrites the control-plane section. Each command replaces only its
-own section (between the markers), so both survive a run of either. Every figure below comes from the measured run
+` + "`overlaylab bench control --agents 1000`" + `, which rewrites the control-plane section; ` + "`make bench-scale`" + ` runs
+` + "`overlaylab bench scale`" + `, which rewrites the lab-scale section. Each command replaces only its own section
+(between the markers), so the others survive a run of any. Every figure below comes from the measured run
 named in its section; do not edit them by hand.
 
 `

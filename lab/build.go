@@ -88,10 +88,13 @@ func Up(ctx context.Context, root string, s plan.Spec, o UpOptions) (*Lab, error
 	}
 	if o.Verify {
 		if err := l.Verify(ctx, pr); err != nil {
+			pr.closePhase(time.Now())
+			l.phases = pr.phases
 			return l, err
 		}
 	}
 	pr.summary(l.Snapshot(), root)
+	l.phases = pr.phases
 	return l, nil
 }
 

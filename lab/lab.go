@@ -51,7 +51,13 @@ type Lab struct {
 
 	mu sync.Mutex // guards st
 	st *State
+
+	phases []Phase // of Up, in order
 }
+
+// Phases are the steps Up took to build (and verify) the lab, with their
+// durations; empty for a handle from Open.
+func (l *Lab) Phases() []Phase { return l.phases }
 
 func (o *Options) fill() error {
 	if o.Binary == "" {

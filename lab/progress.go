@@ -11,13 +11,20 @@ import (
 	"github.com/overlaylab/overlaylab/lab/plan"
 )
 
+// Phase is one step of building a lab (underlay, etcd, hosts, agents,
+// containers, verify) and how long it took.
+type Phase struct {
+	Name string        `json:"name"`
+	Took time.Duration `json:"took"`
+}
+
 // progress prints phases as they start and their durations at the end.
 type progress struct {
 	w      io.Writer
 	start  time.Time
 	cur    string
 	curAt  time.Time
-	phases []string
+	phases []Phase
 }
 
 func (p *progress) phase(name string) {
@@ -32,7 +39,7 @@ func (p *progress) phase(name string) {
 func (p *progress) closePhase(now time.Time) {
 	if p.cur != "" {
 		name, _, _ := strings.Cut(p.cur, " (")
-		p.phases = append(p.phases, fmt.Sprintf("%s %s", name, now.Sub(p.curAt).Round(time.Millisecond)))
+		p.phases = append(p.phases, Phase{Name: name, Took: now.Sub(p.curAt)})
 		p.cur = ""
 	}
 }
@@ -49,6 +56,10 @@ func (p *progress) summary(st *State, root string) {
 		return
 	}
 	w := p.w
+	took := make([]string, len(p.phases))
+	for i, ph := range p.phases {
+		took[i] = fmt.Sprintf("%s %s", ph.Name, ph.Took.Round(time.Millisecond))
+	}
 	nets := st.Network
 	if len(st.Networks) > 1 || (len(st.Networks) == 1 && st.Networks[0].Name != "") {
 		var ns []string
@@ -58,7 +69,7 @@ func (p *progress) summary(st *State, root string) {
 		nets = strings.Join(ns, " ")
 	}
 	fmt.Fprintf(w, "\nlab %q is up: %d hosts, backend %s, network %s, runtime %s (%s; %s)\n",
-		st.Name, len(st.Hosts), st.Backend, nets, st.Runtime, time.Since(p.start).Round(time.Millisecond), strings.Join(p.phases, ", "))
+		st.Name, len(st.Hosts), st.Backend, nets, st.Runtime, time.Since(p.start).Round(time.Millisecond), strings.Join(took, ", "))
 	WriteTable(w, st)
 	self := selfCommand()
 	nameFlag := ""

@@ -12,6 +12,7 @@ import (
 
 	"github.com/overlaylab/overlaylab/bench"
 	"github.com/overlaylab/overlaylab/lab/plan"
+	"github.com/overlaylab/overlaylab/overlay/config"
 )
 
 const defaultPerfDoc = "docs/PERFORMANCE.md"
@@ -68,7 +69,61 @@ A configuration that does not come up is reported as such; the others are still 
 	f.StringVarP(&output, "output", "o", "", "output format: table or json")
 	f.StringVar(&doc, "doc", defaultPerfDoc, `markdown file whose data-plane section is rewritten ("" to skip)`)
 	f.StringVar(&o.StateRoot, "state-dir", plan.DefaultStateRoot, "where the bench's labs keep their state")
-	cmd.AddCommand(benchControlCmd())
+	cmd.AddCommand(benchControlCmd(), benchScaleCmd())
+	return cmd
+}
+
+func benchScaleCmd() *cobra.Command {
+	o := bench.ScaleOptions{Progress: os.Stderr}
+	var output, doc string
+	cmd := &cobra.Command{
+		Use:   "scale",
+		Short: "Measure how long `up` takes and what memory it uses for large labs (root)",
+		Long: `For each --hosts count, builds one lab exactly as ` + "`overlaylab up`" + ` does (verify included: a ping
+over every ordered host pair and the wire check), records each phase's time, the agents' and
+etcd's resident memory and the machine's memory per host, then removes the lab. Rewrites the
+scale section of docs/PERFORMANCE.md.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			if os.Geteuid() != 0 {
+				return errors.New("overlaylab bench scale needs root to build labs: run it with sudo")
+			}
+			o.Command = commandLine()
+			rep, err := bench.RunScale(cmd.Context(), o)
+			if rep == nil {
+				return err
+			}
+			if perr := printResult(output, rep, func() { fmt.Print(bench.ScaleMarkdown(rep)) }); perr != nil {
+				return perr
+			}
+			if doc != "" && cmd.Context().Err() == nil && len(rep.Runs) > 0 {
+				if derr := bench.UpdateDoc(doc, bench.SectionScale, bench.ScaleMarkdown(rep)); derr != nil {
+					return errors.Join(err, derr)
+				}
+				fmt.Fprintf(os.Stderr, "wrote the scale section of %s\n", doc)
+			}
+			if err == nil {
+				for _, r := range rep.Runs {
+					if r.Error != "" {
+						err = fmt.Errorf("scale bench: the %d-host lab failed (see the table)", r.Hosts)
+					}
+				}
+			}
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.IntSliceVar(&o.Hosts, "hosts", []int{500}, "host counts, one lab each (e.g. 500,1000)")
+	f.IntVar(&o.Containers, "containers", 1, "containers per host")
+	f.StringVar(&o.Underlay, "underlay", "172.20.0.0/16", "underlay CIDR")
+	f.StringVar(&o.Backend, "backend", config.BackendUDP, "backend")
+	f.StringVar(&o.StateRoot, "state-dir", plan.DefaultStateRoot, "where the labs keep their state")
+	f.StringVar(&o.LabPrefix, "lab-prefix", "scale", "lab names are PREFIX<hosts>")
+	f.StringVarP(&output, "output", "o", "", "output format: table or json")
+	f.StringVar(&doc, "doc", defaultPerfDoc, `markdown file whose scale section is rewritten ("" to skip)`)
 	return cmd
 }
 

@@ -54,7 +54,7 @@ func upCmd() *cobra.Command {
 	f.IntVar(&s.Hosts, "hosts", plan.DefaultHosts, "number of hosts")
 	f.IntVar(&s.Containers, "containers", plan.DefaultContainers, "containers per host (per network with several networks)")
 	f.StringVar(&u.backend, "backend", config.BackendUDP, "backend: "+config.BackendUDP+", "+config.BackendVXLAN+" or "+config.BackendHostGW)
-	f.StringArrayVar(&u.networks, "network", nil, "overlay Network CIDR (default "+plan.DefaultNetwork+"), or NAME=CIDR, repeatable, for tenant networks on the same hosts")
+	f.StringArrayVar(&u.networks, "network", nil, "overlay Network CIDR (default "+plan.DefaultNetwork+", wider when the hosts need it), or NAME=CIDR, repeatable, for tenant networks on the same hosts")
 	f.IntVar(&u.subnetLen, "subnet-len", 0, "SubnetLen (default: flannel's rule)")
 	f.StringVar(&u.underlay, "underlay", plan.DefaultUnderlay, "underlay CIDR (host i gets its i-th address; e.g. 172.20.0.0/16 for up to 65000 hosts)")
 	f.IntVar(&s.UnderlayMTU, "underlay-mtu", 0, "underlay MTU (default: the kernel's 1500)")
@@ -88,7 +88,7 @@ func (u *upFlags) toSpec() (plan.Spec, error) {
 	if s.Runtime, err = plan.ParseRuntime(u.runtime); err != nil {
 		return s, err
 	}
-	if s.Networks, err = parseNetworks(u.networks, u.subnetLen, u.backend); err != nil {
+	if s.Networks, err = parseNetworks(u.networks, s.Hosts, u.subnetLen, u.backend); err != nil {
 		return s, err
 	}
 	if err := parseAgents(&s, u.agents); err != nil {
@@ -100,9 +100,9 @@ func (u *upFlags) toSpec() (plan.Spec, error) {
 // parseNetworks reads --network: one CIDR, or several NAME=CIDR. Tenant
 // networks get distinct VNIs (vxlan) or ports (udp), counting up from
 // flannel's defaults.
-func parseNetworks(flags []string, subnetLen int, backend string) ([]plan.Network, error) {
+func parseNetworks(flags []string, hosts, subnetLen int, backend string) ([]plan.Network, error) {
 	if len(flags) == 0 {
-		flags = []string{plan.DefaultNetwork}
+		flags = []string{plan.DefaultNetworkFor(hosts)}
 	}
 	var out []plan.Network
 	for k, v := range flags {

@@ -395,3 +395,23 @@ func TestBackendTable(t *testing.T) {
 		}
 	}
 }
+
+func TestDefaultNetworkFor(t *testing.T) {
+	for _, c := range []struct {
+		hosts int
+		want  string
+	}{{1, DefaultNetwork}, {255, DefaultNetwork}, {256, "10.10.0.0/15"}, {500, "10.10.0.0/15"}, {1000, "10.8.0.0/14"}, {5000, "10.0.0.0/11"}} {
+		got := DefaultNetworkFor(c.hosts)
+		if got != c.want {
+			t.Errorf("DefaultNetworkFor(%d) = %s, want %s", c.hosts, got, c.want)
+			continue
+		}
+		n, err := NewNetwork("", got, 0, "udp")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cnt := n.Config.SubnetCount(); cnt < c.hosts {
+			t.Errorf("%s holds %d subnets, fewer than %d hosts", got, cnt, c.hosts)
+		}
+	}
+}

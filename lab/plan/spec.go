@@ -155,6 +155,18 @@ func ferr(field, value, format string, args ...any) *FieldError {
 	return &FieldError{Field: field, Value: value, Rule: fmt.Sprintf(format, args...)}
 }
 
+// DefaultNetworkFor is the Network a lab of this many hosts gets when none
+// is given: DefaultNetwork, widened one bit at a time (10.10.0.0/15,
+// 10.8.0.0/14, ...) until its /24 subnets (flannel's default SubnetLen for
+// these) are enough for every host.
+func DefaultNetworkFor(hosts int) string {
+	p := netip.MustParsePrefix(DefaultNetwork)
+	for p.Bits() > 8 && 1<<(24-p.Bits())-1 < hosts {
+		p, _ = p.Addr().Prefix(p.Bits() - 1)
+	}
+	return p.String()
+}
+
 // NewNetwork builds and checks a network config from the CLI's fields, with
 // flannel's defaults applied by overlay/config.
 func NewNetwork(name, cidr string, subnetLen int, backend string) (Network, error) {

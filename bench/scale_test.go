@@ -1,0 +1,64 @@
+package bench
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/overlaylab/overlaylab/lab"
+)
+
+func TestParseMemAvailable(t *testing.T) {
+	got, err := parseMemAvailable([]byte("MemTotal:       24575996 kB\nMemFree:         1000 kB\nMemAvailable:   20123456 kB\n"))
+	if err != nil || got != 20123456 {
+		t.Fatalf("got %d, %v; want 20123456", got, err)
+	}
+	if _, err := parseMemAvailable([]byte("MemTotal: 1 kB\n")); err == nil {
+		t.Fatal("a meminfo without MemAvailable parsed")
+	}
+}
+
+func TestScaleOptionsRejectBadInput(t *testing.T) {
+	for _, o := range []ScaleOptions{{Hosts: []int{1}}, {Containers: -1}, {Underlay: "172.20.0.0/33"}} {
+		if err := o.defaults(); err == nil {
+			t.Errorf("%+v accepted", o)
+		}
+	}
+}
+
+// TestScaleMarkdown: every phase in its column, a phase a run lacks as a
+// dash, a failed run with its first error line and as many cells as the
+// header.
+func TestScaleMarkdown(t *testing.T) {
+	r := &ScaleReport{Date: time.Date(2026, 11, 27, 0, 0, 0, 0, time.UTC), Command: "overlaylab bench scale --hosts 500,1000", Underlay: "172.20.0.0/16",
+		Runs: []ScaleRun{
+			{Hosts: 500, Containers: 1, Backend: "udp", UpMs: 95000, DownMs: 20000, AgentRSSKiB: 20480, AgentAnonKiB: 8192, EtcdRSSKiB: 102400, MachineKiBPerHost: 15360,
+				Phases: []lab.Phase{{Name: "underlay", Took: time.Second}, {Name: "etcd", Took: 2 * time.Second}, {Name: "hosts", Took: 30 * time.Second},
+					{Name: "agents", Took: 40 * time.Second}, {Name: "containers", Took: 12 * time.Second}}},
+			{Hosts: 1000, Containers: 1, Backend: "udp", Error: "agents: h731 not ready\nsecond line"},
+		}}
+	md := ScaleMarkdown(r)
+	var rows []string
+	for _, l := range strings.Split(md, "\n") {
+		if strings.HasPrefix(l, "| ") {
+			rows = append(rows, l)
+		}
+	}
+	if len(rows) != 3 {
+		t.Fatalf("want header and two rows, got %d:\n%s", len(rows), md)
+	}
+	cols := strings.Count(rows[0], "|")
+	for _, row := range rows[1:] {
+		if n := strings.Count(row, "|"); n != cols {
+			t.Errorf("row has %d bars, header %d: %s", n, cols, row)
+		}
+	}
+	for _, want := range []string{"| 500 | 1 | udp | 95.0 | 1.0 | 2.0 | 30.0 | 40.0 | 12.0 | – | 20.0 | 20.0 (8.0) | 100 | 15.0 |", "failed: agents: h731 not ready |", "2026-11-27"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("missing %q in:\n%s", want, md)
+		}
+	}
+	if strings.Contains(md, "second line") {
+		t.Errorf("a failed run shows more than its first error line:\n%s", md)
+	}
+}
