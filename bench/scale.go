@@ -218,7 +218,6 @@ func parseMemAvailable(data []byte) (uint64, error) {
 	return 0, fmt.Errorf("no MemAvailable in /proc/meminfo")
 }
 
-
 func phaseLine(ps []lab.Phase) string {
 	parts := make([]string, len(ps))
 	for i, p := range ps {

@@ -51,7 +51,7 @@ var _ = Describe("impair (the userspace link emulator)", Ordered, func() {
 		base := avgRTT(from, to, 5)
 		r := run(labArgs(name, "impair", "h1", "--delay", "20ms")...)
 		Expect(r.code).To(Equal(0), r.String())
-		Expect(avgRTT(from, to, 10) - base).To(BeNumerically("~", 40, 4), "20 ms each way through h1")
+		Expect(avgRTT(from, to, 10)-base).To(BeNumerically("~", 40, 4), "20 ms each way through h1")
 		r = run(labArgs(name, "impair", "h1", "--clear")...)
 		Expect(r.code).To(Equal(0), r.String())
 		Expect(avgRTT(from, to, 5)).To(BeNumerically("<", base+5))

@@ -361,7 +361,7 @@ type RawLease struct {
 	Host    String `yaml:"host"`
 	State   String `yaml:"state"`
 	Network String `yaml:"network"`
-	Pos   Pos    `yaml:"-"`
+	Pos     Pos    `yaml:"-"`
 }
 
 // RawRoute checks a route in a host's routing table.

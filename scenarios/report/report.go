@@ -926,7 +926,7 @@ type flowPlot struct {
 
 type flowStall struct {
 	X, Y, W, H int
-	Title   string
+	Title      string
 }
 
 func layoutFlow(f *FlowResult) *flowPlot {
