@@ -35,6 +35,7 @@ lab-down: build
 	./$(BIN) down
 
 vet:
+	@unformatted=$$(gofmt -l .); if [ -n "$$unformatted" ]; then echo "gofmt -w these:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 
 # Unit tests (no root needed), then the end-to-end suite (skips without root;
