@@ -183,6 +183,22 @@ func RunControl(ctx context.Context, o ControlOptions) (*ControlReport, error) {
 		})
 	}
 
+	results := runControlAgents(ctx, o, cfg, managers, nClients, pf)
+	rep.figures(results, o.Agents)
+	if err := rep.verify(ctx, admin, o.Agents); err != nil {
+		return rep, err
+	}
+	rep.ElapsedSec = time.Since(started).Round(100 * time.Millisecond).Seconds()
+	if err := ctx.Err(); err != nil && rep.Converged < o.Agents {
+		return rep, fmt.Errorf("control bench: %d/%d agents saw every lease before %w", rep.Converged, o.Agents, err)
+	}
+	return rep, nil
+}
+
+// runControlAgents starts every manager at the same instant and waits until
+// each has acquired a lease and seen every lease (or failed), printing
+// progress every two seconds.
+func runControlAgents(ctx context.Context, o ControlOptions, cfg *config.Config, managers []*subnet.Manager, nClients int, pf func(string, ...any)) []controlAgent {
 	results := make([]controlAgent, o.Agents)
 	var acquired, converged atomic.Int64
 	startGate := make(chan struct{})
@@ -231,8 +247,12 @@ wait:
 	}
 	tick.Stop()
 	pf("  %s: %d/%d acquired, %d/%d have seen every lease\n", time.Since(t0).Round(time.Millisecond), acquired.Load(), o.Agents, converged.Load(), o.Agents)
+	return results
+}
 
-	// Figures.
+// figures fills the acquire and convergence figures from the agents'
+// outcomes.
+func (rep *ControlReport) figures(results []controlAgent, agents int) {
 	var acq, seen []float64
 	held := map[netip.Prefix]int{}
 	for _, r := range results {
@@ -261,18 +281,21 @@ wait:
 	rep.Converged = len(seen)
 	if len(seen) > 0 {
 		rep.SeenP50Ms = Median(seen)
-		if len(seen) == o.Agents {
+		if len(seen) == agents {
 			rep.AllSeenMs = slices.Max(seen)
 		}
 	}
+}
 
-	// Verification from etcd itself, with a fresh context: a timed-out run
-	// is still worth checking.
+// verify lists the leases in etcd itself, with a fresh context (a timed-out
+// run is still worth checking): n keys, n distinct subnets, each PublicIP
+// once, no overlaps.
+func (rep *ControlReport) verify(ctx context.Context, admin *subnet.Manager, agents int) error {
 	vctx, vcancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer vcancel()
 	leases, _, err := admin.Leases(vctx)
 	if err != nil {
-		return rep, fmt.Errorf("verify: %w", err)
+		return fmt.Errorf("verify: %w", err)
 	}
 	rep.Keys = len(leases)
 	subnets := map[netip.Prefix]bool{}
@@ -291,13 +314,9 @@ wait:
 	}
 	rep.OverlappingKeys = countOverlaps(prefixes)
 	rep.OK = rep.AcquireFailed == 0 && rep.DuplicateSubnets == 0 && rep.OverlappingKeys == 0 &&
-		rep.Keys == o.Agents && rep.DistinctSubnets == o.Agents && rep.DistinctPublicIPs == o.Agents &&
-		rep.Converged == o.Agents
-	rep.ElapsedSec = time.Since(started).Round(100 * time.Millisecond).Seconds()
-	if err := ctx.Err(); err != nil && rep.Converged < o.Agents {
-		return rep, fmt.Errorf("control bench: %d/%d agents saw every lease before %w", rep.Converged, o.Agents, err)
-	}
-	return rep, nil
+		rep.Keys == agents && rep.DistinctSubnets == agents && rep.DistinctPublicIPs == agents &&
+		rep.Converged == agents
+	return nil
 }
 
 // watchUntilAll follows the lease set the way the agent does (Leases,
