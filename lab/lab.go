@@ -6,9 +6,13 @@
 // Everything it creates is a namespace named with the lab's prefix and is
 // recorded in the state dir, so `down` can always undo it.
 //
-// Files by concern: lab.go (the handle), build.go (up), agents.go, etcd.go,
-// containers.go, hosts.go, faults.go, teardown.go, probe.go and matrix.go
-// (ICMP checks), wire.go (captures), verify.go (up's check), inspect.go.
+// Files by concern: lab.go (the handle), lock.go, state.go (the JSON
+// contract of status -o json), build.go and progress.go (up), hosts.go,
+// agents.go, etcd.go, containers.go and cni.go (the two runtimes),
+// tenants.go, faults.go, faults2.go and impair.go (what scenarios break),
+// probe.go and matrix.go (the ICMP prober and the judged matrix), wire.go
+// (captures), flow.go and checks.go (the other checks), verify.go (up's
+// check), procns.go and teardown.go (down), inspect.go.
 package lab
 
 import (
