@@ -60,8 +60,11 @@ type result struct {
 	stderr string
 }
 
+// String is meant as a gomega description, which gomega runs through
+// Sprintf: a '%' of the output is doubled so that it prints as itself.
 func (r result) String() string {
-	return fmt.Sprintf("exit %d\n--- stdout ---\n%s\n--- stderr ---\n%s", r.code, r.stdout, r.stderr)
+	s := fmt.Sprintf("exit %d\n--- stdout ---\n%s\n--- stderr ---\n%s", r.code, r.stdout, r.stderr)
+	return strings.ReplaceAll(s, "%", "%%")
 }
 
 // run runs the binary with the suite's state root appended where it applies.

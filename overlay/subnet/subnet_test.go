@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -938,5 +939,88 @@ func TestWatchLeasesResyncReportsFullSet(t *testing.T) {
 	}
 	if got := eventsOnly.subnets(); !slices.Contains(got, held[0].Subnet) {
 		t.Fatalf("events-only view %v lost %s without a Removed event", got, held[0].Subnet)
+	}
+}
+
+// TestWatchLeasesKeepsPeersAcrossStoreReset: etcd's data is wiped (a new
+// store at the same address, its revision back at 1). The watcher notices
+// and re-lists an empty store; a peer whose owner re-creates its lease
+// within the grace is never reported removed (a datapath keeps it), one
+// nobody re-creates is removed once the grace is over, and the resync
+// callback (whose set a caller reconciles with) gets no set during the grace
+// and the true one after it.
+func TestWatchLeasesKeepsPeersAcrossStoreReset(t *testing.T) {
+	t.Parallel()
+	te := startOwnEtcd(t)
+	cli := newClient(t, te)
+	m := NewManager(cli, Options{Prefix: "/wipe", Logger: testLogger(t), RequestTimeout: 2 * time.Second})
+	m.resetCheck = 500 * time.Millisecond // grace: 1.5 s
+	cfg := mustConfig(t, `{"Network":"10.10.0.0/16"}`)
+	ctx := testContext(t, 60*time.Second)
+	a, err := m.Acquire(ctx, cfg, udpAttrs(1), netip.Prefix{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := m.Acquire(ctx, cfg, udpAttrs(2), netip.Prefix{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	initial, rev, err := m.Leases(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The hook runs before each watch stream; one from a revision below
+	// rev follows the re-list of the new store.
+	relisted := make(chan struct{})
+	var once sync.Once
+	m.testHookBeforeWatch = func(r int64) {
+		if r < rev {
+			once.Do(func() { close(relisted) })
+		}
+	}
+	v := newView(initial)
+	var mu sync.Mutex
+	var resyncs [][]netip.Prefix
+	background(t, func(ctx context.Context) error {
+		return m.WatchLeasesWithResync(ctx, rev, v.handle, func(ls []Lease) {
+			mu.Lock()
+			defer mu.Unlock()
+			resyncs = append(resyncs, subnetsOf(ls))
+		})
+	})
+
+	te.Stop()
+	if err := os.RemoveAll(te.Dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := te.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-relisted:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the watcher did not re-list the new store")
+	}
+	if v.saw(Removed, a.Subnet) || v.saw(Removed, b.Subnet) {
+		t.Fatalf("peers reported removed at the reset: %v", v.events)
+	}
+	// a's owner re-creates its lease (as KeepLease does); b's never does.
+	if _, err := m.Acquire(ctx, cfg, udpAttrs(1), a.Subnet); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "b removed once the grace is over", func() bool { return v.saw(Removed, b.Subnet) })
+	if v.saw(Removed, a.Subnet) {
+		t.Fatalf("a, re-created within the grace, was reported removed: %v", v.events)
+	}
+	converges(t, m, v, 10*time.Second)
+	mu.Lock()
+	defer mu.Unlock()
+	for _, set := range resyncs {
+		if !slices.Equal(set, []netip.Prefix{a.Subnet}) {
+			t.Errorf("resync handed %v; the only true set after the reset is [%s]", set, a.Subnet)
+		}
+	}
+	if len(resyncs) == 0 {
+		t.Error("no resync after the grace")
 	}
 }

@@ -125,7 +125,21 @@ type leaseWatcher struct {
 	handle   func([]Event)
 	resync   func([]Lease)
 	reported map[netip.Prefix]Lease // the caller's view: what has been reported and not removed
+	// graceUntil, after etcd's store was reset, is until when a lease the
+	// new store lacks stays in the caller's view: its owner re-creates it
+	// within one reset check, and a datapath must not drop a peer whose
+	// lease is only being written again.
+	graceUntil time.Time
 }
+
+// errGraceOver ends a watch stream when the grace after a store reset is
+// over, so that a re-list removes the leases nobody re-created.
+var errGraceOver = errors.New("grace after the store reset is over")
+
+// storeResetGrace is how long after a store reset missing leases are kept:
+// three reset checks, enough for every live owner to notice and re-create
+// its lease.
+func (m *Manager) storeResetGrace() time.Duration { return 3 * m.resetCheckInterval() }
 
 func (w *leaseWatcher) run(ctx context.Context, fromRevision int64) error {
 	m := w.m
@@ -145,9 +159,14 @@ func (w *leaseWatcher) run(ctx context.Context, fromRevision int64) error {
 			case errors.Is(err, rpctypes.ErrCompacted) || errors.Is(err, rpctypes.ErrFutureRev):
 				// The caller's view can no longer be reconstructed; the best
 				// we can do is report every current lease. Removals the
-				// caller missed in between stay unknown to it.
+				// caller missed in between stay unknown to it. A revision
+				// from the future means the store was reset since the
+				// caller listed it: its owners are re-creating the leases.
 				m.log.Warn("cannot read leases at the start revision; reporting the full current set", "revision", fromRevision, "err", err)
 				seeded, resync = true, true
+				if errors.Is(err, rpctypes.ErrFutureRev) {
+					w.startGrace()
+				}
 			default:
 				if ctx.Err() != nil {
 					return ctx.Err()
@@ -173,11 +192,14 @@ func (w *leaseWatcher) run(ctx context.Context, fromRevision int64) error {
 				}
 				continue
 			}
-			if evs := w.diff(snap.leases); len(evs) > 0 {
+			keep := time.Now().Before(w.graceUntil)
+			if evs := w.diff(snap.leases, keep); len(evs) > 0 {
 				w.handle(evs)
 			}
-			if w.resync != nil {
-				w.resync(snap.leases)
+			// The full set is the truth only outside a store reset's grace;
+			// within it, what the new store lacks may be on its way back.
+			if w.resync != nil && !keep {
+				w.resync(w.view())
 			}
 			rev, resync = snap.rev, false
 			bo.reset()
@@ -192,6 +214,11 @@ func (w *leaseWatcher) run(ctx context.Context, fromRevision int64) error {
 			return ctx.Err()
 		}
 		resync = true
+		if errors.Is(err, errGraceOver) {
+			m.log.Info("grace after etcd's reset is over; re-listing leases")
+			w.graceUntil = time.Time{}
+			continue
+		}
 		if errors.Is(err, rpctypes.ErrCompacted) {
 			// No pause: nothing is wrong with etcd, we only fell behind.
 			m.log.Info("lease watch compacted; re-listing", "revision", rev)
@@ -199,6 +226,7 @@ func (w *leaseWatcher) run(ctx context.Context, fromRevision int64) error {
 		}
 		if errors.Is(err, ErrStoreReset) {
 			m.log.Warn("etcd's data was replaced; re-listing leases", "err", err)
+			w.startGrace()
 			continue
 		}
 		d := bo.next()
@@ -237,12 +265,20 @@ func (w *leaseWatcher) stream(ctx context.Context, rev int64, bo *backoff) (int6
 	wch := m.cli.Watch(wctx, m.SubnetsPrefix(), clientv3.WithPrefix(), clientv3.WithRev(rev+1), clientv3.WithProgressNotify())
 	check := time.NewTicker(m.resetCheckInterval())
 	defer check.Stop()
+	var graceOver <-chan time.Time
+	if !w.graceUntil.IsZero() {
+		t := time.NewTimer(time.Until(w.graceUntil))
+		defer t.Stop()
+		graceOver = t.C
+	}
 	for {
 		var wr clientv3.WatchResponse
 		var ok bool
 		select {
 		case <-ctx.Done():
 			return rev, ctx.Err()
+		case <-graceOver:
+			return rev, errGraceOver
 		case <-check.C:
 			if err := m.checkNotReset(ctx, rev); err != nil {
 				return rev, err
@@ -309,15 +345,16 @@ func (w *leaseWatcher) apply(ev *clientv3.Event) []Event {
 }
 
 // diff reconciles the reported view with a fresh listing: Removed for leases
-// that vanished, Added for new ones and ones written since they were reported.
-func (w *leaseWatcher) diff(current []Lease) []Event {
+// that vanished (unless keep: then they stay in the view), Added for new ones
+// and ones written since they were reported.
+func (w *leaseWatcher) diff(current []Lease, keep bool) []Event {
 	now := make(map[netip.Prefix]Lease, len(current))
 	for _, l := range current {
 		now[l.Subnet] = l
 	}
 	var removed, added []Event
 	for p, old := range w.reported {
-		if _, ok := now[p]; !ok {
+		if _, ok := now[p]; !ok && !keep {
 			removed = append(removed, Event{Type: Removed, Lease: old})
 			delete(w.reported, p)
 		}
@@ -332,6 +369,24 @@ func (w *leaseWatcher) diff(current []Lease) []Event {
 	slices.SortFunc(removed, byPrefix)
 	slices.SortFunc(added, byPrefix) // already sorted by list, kept explicit
 	return append(removed, added...)
+}
+
+// startGrace keeps, for storeResetGrace, the leases a reset store lacks.
+func (w *leaseWatcher) startGrace() {
+	grace := w.m.storeResetGrace()
+	w.graceUntil = time.Now().Add(grace)
+	w.m.log.Info("keeping the leases the new store lacks while their owners re-create them", "grace", grace)
+}
+
+// view is the caller's view as a sorted list (outside a grace: the listing
+// just diffed).
+func (w *leaseWatcher) view() []Lease {
+	out := make([]Lease, 0, len(w.reported))
+	for _, l := range w.reported {
+		out = append(out, l)
+	}
+	slices.SortFunc(out, func(a, b Lease) int { return comparePrefix(a.Subnet, b.Subnet) })
+	return out
 }
 
 // ErrStoreReset says etcd's revision went backwards: its data was replaced
