@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -23,7 +24,7 @@ const SectionScale = "scale"
 
 // ScaleOptions configure a scale run: for each host count, a lab built
 // exactly as `overlaylab up` builds it (verify included: the ping matrix over
-// every ordered host pair and the wire check), measured, then torn down.
+// every pair of hosts and the wire check), measured, then torn down.
 type ScaleOptions struct {
 	Hosts      []int  // host counts, one lab each; default 500
 	Containers int    // per host; default 1
@@ -112,10 +113,17 @@ func RunScale(ctx context.Context, o ScaleOptions) (*ScaleReport, error) {
 		if lab.Exists(o.StateRoot, name) {
 			return rep, fmt.Errorf("lab %q already exists: remove it with `overlaylab down --name %s` and run again", name, name)
 		}
+		if len(rep.Runs) > 0 {
+			// The kernel frees a removed lab's namespaces in the
+			// background, minutes of work for a large one: measure the
+			// next lab on a quiet machine.
+			fmt.Fprintf(o.Progress, "  waiting for the machine to settle\n")
+			waitQuiet(ctx, 5*time.Minute)
+		}
 		fmt.Fprintf(o.Progress, "• %d hosts × %d containers, %s (lab %s)\n", n, o.Containers, o.Backend, name)
 		run := scaleOne(ctx, o, name, n)
 		if run.Error != "" {
-			fmt.Fprintf(o.Progress, "  failed: %s\n", firstLine(run.Error))
+			fmt.Fprintf(o.Progress, "  failed: %s\n", run.Error)
 		} else {
 			fmt.Fprintf(o.Progress, "  up %.1f s (%s), down %.1f s, %.1f MiB per host\n",
 				run.UpMs/1000, phaseLine(run.Phases), run.DownMs/1000, run.MachineKiBPerHost/1024)
@@ -171,6 +179,45 @@ func scaleOne(ctx context.Context, o ScaleOptions, name string, hosts int) Scale
 		run.DownMs = ms(time.Since(start))
 	}
 	return run
+}
+
+// waitQuiet waits until, for three seconds in a row, no more tasks are
+// runnable than there are CPUs and none is blocked in the kernel (what
+// namespace teardown leaves behind), or until max.
+func waitQuiet(ctx context.Context, max time.Duration) {
+	deadline := time.Now().Add(max)
+	quiet := 0
+	for quiet < 3 && time.Now().Before(deadline) && ctx.Err() == nil {
+		data, err := os.ReadFile("/proc/stat")
+		if err != nil {
+			return
+		}
+		running, blocked := procsStat(data)
+		if running <= runtime.NumCPU() && blocked == 0 {
+			quiet++
+		} else {
+			quiet = 0
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+// procsStat reads procs_running and procs_blocked from /proc/stat.
+func procsStat(data []byte) (running, blocked int) {
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) != 2 {
+			continue
+		}
+		switch f[0] {
+		case "procs_running":
+			running, _ = strconv.Atoi(f[1])
+		case "procs_blocked":
+			blocked, _ = strconv.Atoi(f[1])
+		}
+	}
+	return running, blocked
 }
 
 func agentPIDs(st *lab.State) []int {
@@ -243,7 +290,7 @@ func ScaleMarkdown(r *ScaleReport) string {
 	var b strings.Builder
 	b.WriteString("## Lab scale\n\n")
 	fmt.Fprintf(&b, "Measured %s with `%s`: for each host count, one lab built as `overlaylab up` builds it (underlay %s, "+
-		"one agent process per host, verify included: a ping over every ordered host pair and the wire check), then removed.\n\n",
+		"one agent process per host, verify included: a ping between every pair of hosts and the wire check), then removed.\n\n",
 		r.Date.Format("2006-01-02"), r.Command, r.Underlay)
 	writeMachine(&b, r.Machine)
 	b.WriteString("| hosts | containers/host | backend | up s | " + strings.Join(scalePhases, " s | ") + " s | down s | agent RSS MiB (private) | etcd RSS MiB | machine MiB/host |\n")

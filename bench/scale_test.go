@@ -62,3 +62,10 @@ func TestScaleMarkdown(t *testing.T) {
 		t.Errorf("a failed run shows more than its first error line:\n%s", md)
 	}
 }
+
+func TestProcsStat(t *testing.T) {
+	r, b := procsStat([]byte("cpu  1 2 3\nctxt 5\nprocs_running 3\nprocs_blocked 7\n"))
+	if r != 3 || b != 7 {
+		t.Fatalf("got running %d, blocked %d", r, b)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -150,31 +152,125 @@ func (l *Lab) startAgent(host string, extra []string) error {
 	if err != nil {
 		return err
 	}
-	if extra == nil {
-		extra = h.AgentArgs
-	}
-	if err := os.MkdirAll(filepath.Dir(h.SubnetFile), 0o755); err != nil {
-		return err
-	}
-	if h.SubnetDir != "" {
-		if err := os.MkdirAll(h.SubnetDir, 0o755); err != nil {
-			return err
-		}
-	}
-	pid, err := spawn(h.Agent.Path, h.Netns, l.name, "agent-"+h.Name, l.agentArgs(st, h, extra), h.AgentLog, h.Agent.Ours)
+	pid, err := l.spawnAgent(st, h, extra)
 	if err != nil {
 		return err
 	}
-	return l.update(func(st *State) error {
-		h, err := st.host(host)
-		if err != nil {
-			return err
+	return l.update(func(st *State) error { return recordAgent(st, host, pid, h.AgentArgs) })
+}
+
+// startingAgents bounds the agents of a lab being built that have been
+// started and are not ready yet. All at once, hundreds of agents starve
+// etcd and the controller of CPU on a small machine: etcd times requests
+// out, agents retry, and a 500-host start took twice as long.
+const startingAgents = 32
+
+// startAgents starts the agents of a lab being built and waits until each
+// is ready (within timeout of its own start), keeping at most
+// startingAgents of them starting at a time. PIDs
+// are saved in batches and the subnets once at the end (a save per agent
+// would be quadratic in the lab's size); a crash in between loses no
+// process: down finds them through the lab's namespaces.
+func (l *Lab) startAgents(ctx context.Context, p *plan.Plan, hosts []string, timeout time.Duration) error {
+	st := l.Snapshot()
+	type started struct {
+		host string
+		pid  int
+		args []string
+	}
+	var done []started
+	flush := func() error {
+		err := l.update(func(st *State) error {
+			for _, s := range done {
+				if err := recordAgent(st, s.host, s.pid, s.args); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		done = done[:0]
+		return err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	slots := make(chan struct{}, startingAgents)
+	var mu sync.Mutex
+	var ready []string
+	var err error
+	for k, name := range hosts {
+		select {
+		case slots <- struct{}{}:
+		case <-gctx.Done():
+		}
+		if gctx.Err() != nil {
+			break
+		}
+		h, herr := st.host(name)
+		if herr != nil {
+			err = herr
+			break
+		}
+		_, args := p.AgentOn(h.Index)
+		pid, serr := l.spawnAgent(st, h, args)
+		if serr != nil {
+			err = serr
+			break
 		}
 		h.AgentPID = pid
-		h.AgentArgs = extra
-		h.Agent.Started = append(h.Agent.Started, pid)
-		return nil
-	})
+		done = append(done, started{name, pid, h.AgentArgs})
+		if k == 0 {
+			crashPoint("mid-agents")
+		}
+		if len(done) == 64 {
+			if err = flush(); err != nil {
+				break
+			}
+		}
+		// Each agent gets the time one agent gets from when it started:
+		// a large lab's last agents start minutes after its first.
+		startedAt := time.Now()
+		g.Go(func() error {
+			defer func() { <-slots }()
+			if err := l.waitReady(gctx, st, h, startedAt, startedAt.Add(timeout), timeout); err != nil {
+				return err
+			}
+			mu.Lock()
+			ready = append(ready, h.Name)
+			mu.Unlock()
+			return nil
+		})
+	}
+	err = errors.Join(err, flush(), g.Wait())
+	return errors.Join(err, l.recordReady(ready))
+}
+
+// spawnAgent starts h's agent with extra flags (nil: the host's own) and
+// sets h.AgentArgs to what it ran with.
+func (l *Lab) spawnAgent(st *State, h *HostState, extra []string) (int, error) {
+	if extra == nil {
+		extra = h.AgentArgs
+	}
+	h.AgentArgs = extra
+	if err := os.MkdirAll(filepath.Dir(h.SubnetFile), 0o755); err != nil {
+		return 0, err
+	}
+	if h.SubnetDir != "" {
+		if err := os.MkdirAll(h.SubnetDir, 0o755); err != nil {
+			return 0, err
+		}
+	}
+	return spawn(h.Agent.Path, h.Netns, l.name, "agent-"+h.Name, l.agentArgs(st, h, extra), h.AgentLog, h.Agent.Ours)
+}
+
+// recordAgent notes in the state that host's agent runs as pid.
+func recordAgent(st *State, host string, pid int, args []string) error {
+	h, err := st.host(host)
+	if err != nil {
+		return err
+	}
+	h.AgentPID = pid
+	h.AgentArgs = args
+	h.Agent.Started = append(h.Agent.Started, pid)
+	return nil
 }
 
 // waitAgents waits until the named hosts' agents are ready, then records
@@ -185,6 +281,8 @@ func (l *Lab) waitAgents(ctx context.Context, hosts []string, timeout time.Durat
 	deadline := time.Now().Add(timeout)
 	g, ctx := errgroup.WithContext(ctx)
 	g.SetLimit(32)
+	var mu sync.Mutex
+	var ready []string
 	for _, name := range hosts {
 		h, err := st.host(name)
 		if err != nil {
@@ -192,54 +290,76 @@ func (l *Lab) waitAgents(ctx context.Context, hosts []string, timeout time.Durat
 		}
 		started := time.Now()
 		g.Go(func() error {
-			for {
-				ok, why := l.agentReady(ctx, st, h, started)
-				if ok {
-					break
-				}
-				if !alive(h.AgentPID, l.name) {
-					return fmt.Errorf("agent on %s (%s, pid %d) exited before it was ready\n--- %s ---\n%s", h.Name, h.Agent.Path, h.AgentPID, h.AgentLog, tail(h.AgentLog, 20))
-				}
-				if time.Now().After(deadline) {
-					return fmt.Errorf("agent on %s (%s, pid %d) not ready within %s: %s\n--- %s ---\n%s", h.Name, h.Agent.Path, h.AgentPID, timeout, why, h.AgentLog, tail(h.AgentLog, 20))
-				}
-				select {
-				case <-ctx.Done():
-					return ctx.Err()
-				case <-time.After(20 * time.Millisecond):
-				}
+			if err := l.waitReady(ctx, st, h, started, deadline, timeout); err != nil {
+				return err
 			}
-			return l.recordSubnets(h.Name)
+			mu.Lock()
+			ready = append(ready, h.Name)
+			mu.Unlock()
+			return nil
 		})
 	}
-	return g.Wait()
+	return errors.Join(g.Wait(), l.recordReady(ready))
 }
 
-// recordSubnets reads a ready host's subnet.env files into the state.
-func (l *Lab) recordSubnets(host string) error {
-	return l.update(func(st *State) error {
-		h, err := st.host(host)
-		if err != nil {
-			return err
+// waitReady polls until h's agent is ready, it exits, or the deadline.
+func (l *Lab) waitReady(ctx context.Context, st *State, h *HostState, started, deadline time.Time, timeout time.Duration) error {
+	for {
+		ok, why := l.agentReady(ctx, st, h, started)
+		if ok {
+			return nil
 		}
-		for k, n := range st.Networks {
-			env, err := subnetenv.Read(h.subnetFileOf(n.Name))
-			if err != nil {
-				return fmt.Errorf("agent on %s is ready but: %w", host, err)
-			}
-			sub := env.Subnet.Masked().String()
-			if k == 0 {
-				h.Subnet, h.MTU = sub, env.MTU
-			}
-			if n.Name != "" {
-				if h.Subnets == nil {
-					h.Subnets = map[string]string{}
-				}
-				h.Subnets[n.Name] = sub
+		if !alive(h.AgentPID, l.name) {
+			return fmt.Errorf("agent on %s (%s, pid %d) exited before it was ready\n--- %s ---\n%s", h.Name, h.Agent.Path, h.AgentPID, h.AgentLog, tail(h.AgentLog, 20))
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("agent on %s (%s, pid %d) not ready within %s: %s\n--- %s ---\n%s", h.Name, h.Agent.Path, h.AgentPID, timeout, why, h.AgentLog, tail(h.AgentLog, 20))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// recordReady saves the subnets of the ready hosts, in one save (one per
+// agent would be quadratic in a large lab), also for those that were ready
+// when another one failed.
+func (l *Lab) recordReady(ready []string) error {
+	return l.update(func(st *State) error {
+		for _, name := range ready {
+			if err := recordSubnets(st, name); err != nil {
+				return err
 			}
 		}
 		return nil
 	})
+}
+
+// recordSubnets reads a ready host's subnet.env files into the state.
+func recordSubnets(st *State, host string) error {
+	h, err := st.host(host)
+	if err != nil {
+		return err
+	}
+	for k, n := range st.Networks {
+		env, err := subnetenv.Read(h.subnetFileOf(n.Name))
+		if err != nil {
+			return fmt.Errorf("agent on %s is ready but: %w", host, err)
+		}
+		sub := env.Subnet.Masked().String()
+		if k == 0 {
+			h.Subnet, h.MTU = sub, env.MTU
+		}
+		if n.Name != "" {
+			if h.Subnets == nil {
+				h.Subnets = map[string]string{}
+			}
+			h.Subnets[n.Name] = sub
+		}
+	}
+	return nil
 }
 
 // subnetFileOf is the host's subnet.env for a network.

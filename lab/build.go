@@ -2,6 +2,7 @@ package lab
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -166,31 +167,36 @@ func (l *Lab) build(ctx context.Context, p *plan.Plan, agents []AgentState, pr *
 	pr.phase(fmt.Sprintf("agents (%d, waiting for each to hold a lease)", p.Hosts))
 	names := make([]string, p.Hosts)
 	for i := range hosts {
-		_, args := p.AgentOn(i + 1)
-		if err := l.startAgent(hostName(i+1), args); err != nil {
-			return err
-		}
 		names[i] = hostName(i + 1)
-		if i == 0 {
-			crashPoint("mid-agents")
-		}
 	}
-	if err := l.waitAgents(ctx, names, agentReadyTimeout(p.Hosts)); err != nil {
+	if err := l.startAgents(ctx, p, names, agentReadyTimeout(startingAgents)); err != nil {
 		return err
 	}
 	pr.phase(fmt.Sprintf("containers (%d per host%s, %s runtime)", p.Containers, perNetwork(p), p.Runtime))
+	// One snapshot and one save for all containers: per container, both
+	// would be quadratic in a large lab's size. A crash in between loses
+	// nothing that down cannot find: the containers are namespaces.
+	st := l.Snapshot()
+	made := make([][]ContainerState, len(st.Hosts))
 	g, _ = errgroup.WithContext(ctx)
 	g.SetLimit(buildParallelism)
 	for i := range hosts {
 		g.Go(func() error {
-			err := l.attachContainers(ctx, hostName(i+1), p.ContainersOn(i+1))
+			var err error
+			made[i], err = l.makeContainers(ctx, st, &st.Hosts[i], p.ContainersOn(i+1), nil)
 			if i == 0 {
 				crashPoint("mid-containers")
 			}
 			return err
 		})
 	}
-	return g.Wait()
+	err := g.Wait()
+	return errors.Join(err, l.update(func(st *State) error {
+		for i := range made {
+			st.Hosts[i].Containers = append(st.Hosts[i].Containers, made[i]...)
+		}
+		return nil
+	}))
 }
 
 func perNetwork(p *plan.Plan) string {

@@ -16,17 +16,34 @@ import (
 // bridge and host-local, the Kubernetes node path).
 
 // attachContainers creates n containers per network on a host whose agent
-// is ready (its subnet.env exists).
+// is ready (its subnet.env exists), recording each in the state.
 func (l *Lab) attachContainers(ctx context.Context, host string, n int) error {
 	st := l.Snapshot()
 	h, err := st.host(host)
 	if err != nil {
 		return err
 	}
+	_, err = l.makeContainers(ctx, st, h, n, func(c ContainerState) error {
+		return l.update(func(st *State) error {
+			h, err := st.host(host)
+			if err == nil {
+				h.Containers = append(h.Containers, c)
+			}
+			return err
+		})
+	})
+	return err
+}
+
+// makeContainers creates n containers per network on h (of st, a snapshot
+// taken once its agent was ready), calling made after each, and returns
+// them.
+func (l *Lab) makeContainers(ctx context.Context, st *State, h *HostState, n int, made func(ContainerState) error) ([]ContainerState, error) {
+	var out []ContainerState
 	for k, nw := range st.Networks {
 		env, err := subnetenv.Read(h.subnetFileOf(nw.Name))
 		if err != nil {
-			return err
+			return out, err
 		}
 		for j := 1; j <= n; j++ {
 			var c ContainerState
@@ -38,20 +55,17 @@ func (l *Lab) attachContainers(ctx context.Context, host string, n int) error {
 				c, err = l.attachBridge(h, k, nw.Name, env, j)
 			}
 			if err != nil {
-				return err
+				return out, err
 			}
-			if err := l.update(func(st *State) error {
-				h, err := st.host(host)
-				if err == nil {
-					h.Containers = append(h.Containers, c)
+			out = append(out, c)
+			if made != nil {
+				if err := made(c); err != nil {
+					return out, err
 				}
-				return err
-			}); err != nil {
-				return err
 			}
 		}
 	}
-	return nil
+	return out, nil
 }
 
 // bridgeName is the bridge runtime's bridge for a network on a host.

@@ -63,6 +63,10 @@ func openICMP(ns string) (*icmpConn, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("icmp socket in %s: SO_TIMESTAMPNS: %w", ns, err)
 	}
+	// Room for the replies of a source with many targets (a raw socket
+	// queues every ICMP packet of its namespace). Best effort: without
+	// CAP_NET_ADMIN the default stays.
+	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 1<<20)
 	return &icmpConn{fd: fd, id: nextEchoID(), ns: ns, buf: make([]byte, 65536), oob: make([]byte, unix.CmsgSpace(16)*2)}, nil
 }
 
@@ -225,6 +229,8 @@ type ProbeOptions struct {
 	// Don't Fragment bit.
 	Size int
 	DF   bool
+	// Rate caps echo requests per second over all sources (0: probeRate).
+	Rate int
 	// ReplyTimeout is how late a reply may come and still count (default
 	// 1 s, as `ping -W 1`): a reply that sat in a queue through an outage
 	// is not an answer.
@@ -239,7 +245,8 @@ type Counts struct {
 
 // probeRate caps echo requests per second over all sources: a burst of
 // thousands at once would overflow TUN queues and socket buffers and be
-// lost on every retry alike.
+// lost on every retry alike. ProbeOptions.Rate may raise it for a large
+// lab, whose echoes spread over many sources and many agents.
 const probeRate = 5000
 
 // Probe sends echoes between the pairs selected by pair(i, j) (sources need
@@ -258,7 +265,10 @@ func Probe(ctx context.Context, eps []Endpoint, pair func(i, j int) bool, o Prob
 		c.Sent[i] = make([]int, n)
 		c.Received[i] = make([]int, n)
 	}
-	lim := rate.NewLimiter(probeRate, 200)
+	if o.Rate <= 0 {
+		o.Rate = probeRate
+	}
+	lim := rate.NewLimiter(rate.Limit(o.Rate), 200)
 	var wg sync.WaitGroup
 	var mu sync.Mutex // guards c across sources
 	errs := make([]error, n)
@@ -282,7 +292,10 @@ func Probe(ctx context.Context, eps []Endpoint, pair func(i, j int) bool, o Prob
 	return c, errors.Join(errs...)
 }
 
-// probeFrom runs one source's socket.
+// probeFrom runs one source's socket: a sender that goes round the targets
+// at the shared rate, and a reader that takes replies as they come, so that
+// a source with hundreds of targets never lets replies pile up in its
+// socket while it is still sending.
 func probeFrom(ctx context.Context, eps []Endpoint, i int, targets []int, c *Counts, mu *sync.Mutex, lim *rate.Limiter, o ProbeOptions) error {
 	conn, err := openICMP(eps[i].Netns)
 	if err != nil {
@@ -294,27 +307,41 @@ func probeFrom(ctx context.Context, eps []Endpoint, i int, targets []int, c *Cou
 			return fmt.Errorf("DF on the icmp socket in %s: %w", eps[i].Netns, err)
 		}
 	}
-	byIP := map[netip.Addr]int{}
+	t := &tracker{byIP: map[netip.Addr]int{}, inflight: map[int]pending{}, answered: map[int]bool{},
+		want: len(targets), until: o.UntilAnswered, all: make(chan struct{})}
 	for _, j := range targets {
-		byIP[eps[j].IP] = j
+		t.byIP[eps[j].IP] = j
 	}
-	type pending struct {
-		to   int
-		sent time.Time
+	stop := make(chan struct{})
+	readErr := make(chan error, 1)
+	go func() {
+		readErr <- t.read(conn, stop, o.ReplyTimeout, func(j int) {
+			mu.Lock()
+			c.Received[i][j]++
+			mu.Unlock()
+		})
+	}()
+	finish := func(collect bool) error {
+		if collect { // the last round's replies may still be on their way
+			select {
+			case <-t.all:
+			case <-time.After(o.ReplyTimeout):
+			}
+		}
+		close(stop)
+		return <-readErr
 	}
-	inflight := map[int]pending{}
-	answered := map[int]bool{}
 	seq := 0
 	for {
 		for _, j := range targets {
-			if o.UntilAnswered && answered[j] {
+			if t.done(j) {
 				continue
 			}
 			if err := lim.Wait(ctx); err != nil {
-				return nil // the end: what answered is counted
+				return finish(true) // the end: what answered is counted
 			}
 			seq = (seq + 1) & 0xffff
-			inflight[seq] = pending{to: j, sent: time.Now()}
+			t.sent(seq, j)
 			mu.Lock()
 			c.Sent[i][j]++
 			mu.Unlock()
@@ -322,37 +349,82 @@ func probeFrom(ctx context.Context, eps []Endpoint, i int, targets []int, c *Cou
 			// MTU, a route that is gone) is an unanswered probe.
 			_ = conn.send(eps[j].IP, seq, o.Size)
 		}
-		round := time.Now().Add(o.Interval)
-		end := ctx.Err() != nil
-		if end {
-			round = time.Now().Add(o.ReplyTimeout) // collect the last replies
+		select {
+		case <-t.all:
+			return finish(false)
+		case <-ctx.Done():
+			return finish(true)
+		case err := <-readErr: // the socket failed
+			close(stop)
+			return err
+		case <-time.After(o.Interval):
 		}
-		for {
-			r, ok, err := conn.read(round)
-			if err != nil {
-				return err
-			}
-			if !ok {
-				break
-			}
-			p, known := inflight[r.seq]
-			if r.kind != echoReply || !known || byIP[r.src] != p.to {
-				continue
-			}
-			delete(inflight, r.seq)
-			if r.at.Sub(p.sent) <= o.ReplyTimeout {
-				answered[p.to] = true
-				mu.Lock()
-				c.Received[i][p.to]++
-				mu.Unlock()
-			}
-		}
-		if end || ctx.Err() != nil {
+	}
+}
+
+// pending is an echo on its way: its target and when it left.
+type pending struct {
+	to   int
+	sent time.Time
+}
+
+// tracker is one source's echoes in flight and the targets that answered,
+// shared by its sender and its reader.
+type tracker struct {
+	mu       sync.Mutex
+	byIP     map[netip.Addr]int
+	inflight map[int]pending
+	answered map[int]bool
+	want     int
+	until    bool          // UntilAnswered
+	all      chan struct{} // closed when every target answered (until only)
+}
+
+func (t *tracker) sent(seq, to int) {
+	t.mu.Lock()
+	t.inflight[seq] = pending{to: to, sent: time.Now()}
+	t.mu.Unlock()
+}
+
+// done says that target j needs no more echoes.
+func (t *tracker) done(j int) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.until && t.answered[j]
+}
+
+// read takes replies until stop is closed, calling answer for each timely
+// reply to one of our echoes from the target it went to. It returns nil
+// when stopped, or the socket's error.
+func (t *tracker) read(conn *icmpConn, stop <-chan struct{}, timeout time.Duration, answer func(j int)) error {
+	for {
+		select {
+		case <-stop:
 			return nil
+		default:
 		}
-		if o.UntilAnswered && len(answered) == len(targets) {
-			return nil
+		r, ok, err := conn.read(time.Now().Add(50 * time.Millisecond))
+		if err != nil {
+			return err
 		}
+		if !ok || r.kind != echoReply {
+			continue
+		}
+		t.mu.Lock()
+		p, known := t.inflight[r.seq]
+		if known && t.byIP[r.src] == p.to {
+			delete(t.inflight, r.seq)
+			if r.at.Sub(p.sent) <= timeout {
+				answer(p.to)
+				if !t.answered[p.to] {
+					t.answered[p.to] = true
+					if t.until && len(t.answered) == t.want {
+						close(t.all)
+					}
+				}
+			}
+		}
+		t.mu.Unlock()
 	}
 }
 

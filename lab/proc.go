@@ -25,6 +25,9 @@ const EnvRole = "OVERLAYLAB_ROLE"
 // spawn starts bin with args inside the named namespace ("" = the root
 // namespace), in its own session (so it outlives the controller), logging
 // to logPath. ours marks overlaylab's own processes (they get its tuning).
+// agentMemLimit is the GOMEMLIMIT of the lab's own agents.
+const agentMemLimit = "16MiB"
+
 func spawn(bin, nsName, lab, role string, args []string, logPath string, ours bool) (int, error) {
 	if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
 		return 0, err
@@ -43,6 +46,14 @@ func spawn(bin, nsName, lab, role string, args []string, logPath string, ours bo
 	// throughput on 2 cores). A GOMAXPROCS the user set wins.
 	if ours && strings.HasPrefix(role, "agent-") && os.Getenv("GOMAXPROCS") == "" {
 		cmd.Env = append(cmd.Env, "GOMAXPROCS=1")
+	}
+	// And a soft memory limit: an agent's live heap is a few MiB (its
+	// datapath allocates nothing per packet), and without a limit the
+	// collector lets it double; measured on a 300-host lab, 16 MiB takes
+	// an idle agent from 23 to 17 MiB private memory at no visible CPU
+	// cost. A GOMEMLIMIT or GOGC the user set wins.
+	if ours && strings.HasPrefix(role, "agent-") && os.Getenv("GOMEMLIMIT") == "" && os.Getenv("GOGC") == "" {
+		cmd.Env = append(cmd.Env, "GOMEMLIMIT="+agentMemLimit)
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	// The child inherits the netns of the thread that forks it.
@@ -108,8 +119,18 @@ func alive(pid int, lab string) bool {
 		return false
 	}
 	l, _, ok := procMark(pid)
-	if !ok || l != lab {
+	switch {
+	case ok && l != lab:
 		return false
+	case !ok:
+		// Still no environment: a process our spawn started and that is
+		// still in exec (a machine busy with hundreds of agents starting
+		// keeps one there for longer than procMark waits) is alive; its
+		// state says so. Anything else unmarked is not ours.
+		env, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
+		if err != nil || len(env) != 0 {
+			return false
+		}
 	}
 	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {

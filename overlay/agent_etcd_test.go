@@ -1,12 +1,16 @@
 package overlay
 
 import (
+	"context"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/overlaylab/overlaylab/internal/loopetcd"
+	"github.com/overlaylab/overlaylab/overlay/subnet"
 )
 
 // etcdOutage is long enough for gRPC's default reconnect backoff to grow
@@ -91,4 +95,48 @@ func leaseKV(t *testing.T, cli *clientv3.Client, prefix string) (string, struct{
 	}
 	kv.CreateRevision, kv.Lease = resp.Kvs[0].CreateRevision, resp.Kvs[0].Lease
 	return string(resp.Kvs[0].Key), kv
+}
+
+// TestListLeasesWaitsForEtcd: an agent that holds its lease and has
+// configured its datapath does not give up when listing the peers fails (an
+// etcd busy with hundreds of agents starting at once times out requests):
+// it retries until etcd answers. Before, the agent exited.
+func TestListLeasesWaitsForEtcd(t *testing.T) {
+	te, err := loopetcd.Start(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(te.Stop)
+	cli, err := te.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	mgr := subnet.NewManager(cli, subnet.Options{Prefix: "/list", RequestTimeout: 300 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	if _, err := cli.Put(ctx, "/list/subnets/10.10.7.0-24", `{"PublicIP":"192.168.77.7","BackendType":"udp"}`); err != nil {
+		t.Fatal(err)
+	}
+	te.Stop()
+	time.AfterFunc(1500*time.Millisecond, func() {
+		if err := te.Restart(); err != nil {
+			t.Error(err)
+		}
+	})
+	n := &network{log: slog.New(slog.DiscardHandler)}
+	leases, _, err := n.listLeases(ctx, mgr)
+	if err != nil {
+		t.Fatalf("gave up: %v", err)
+	}
+	if len(leases) != 1 || leases[0].Subnet.String() != "10.10.7.0/24" {
+		t.Fatalf("leases after etcd came back: %v", leases)
+	}
+	// And it gives up only when told to.
+	te.Stop()
+	short, cancelShort := context.WithTimeout(t.Context(), time.Second)
+	defer cancelShort()
+	if _, _, err := n.listLeases(short, mgr); err == nil || !strings.Contains(err.Error(), "list leases") {
+		t.Fatalf("with etcd gone and the context ended: %v", err)
+	}
 }

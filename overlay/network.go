@@ -92,7 +92,7 @@ func (n *network) run(ctx context.Context, cfg *config.Config, ext backend.Exter
 		}
 		defer masq.Close()
 	}
-	st, rev, err := n.programPeers(ctx, mgr, be, lease.Subnet)
+	st, leases, rev, err := n.programPeers(ctx, mgr, be, lease.Subnet)
 	if err != nil {
 		return err
 	}
@@ -105,7 +105,7 @@ func (n *network) run(ctx context.Context, cfg *config.Config, ext backend.Exter
 	}
 	n.ready.Store(true)
 	n.log.Info("ready", "subnet_file", n.envPath, "peers", len(st.peers))
-	return n.serve(ctx, running{mgr: mgr, cfg: cfg, be: be, mtu: pub.MTU, lease: lease, rev: rev, peers: st, env: env})
+	return n.serve(ctx, running{mgr: mgr, cfg: cfg, be: be, mtu: pub.MTU, lease: lease, rev: rev, leases: leases, peers: st, env: env})
 }
 
 // previousSubnet is the subnet the env file remembers from an earlier run
@@ -120,10 +120,10 @@ func (n *network) previousSubnet(cfg *config.Config) netip.Prefix {
 // programPeers programs every current lease, then has the backend drop
 // what an earlier run left for peers that are gone. The revision is where
 // the watch continues.
-func (n *network) programPeers(ctx context.Context, mgr *subnet.Manager, be backend.Backend, own netip.Prefix) (*peerState, int64, error) {
-	leases, rev, err := mgr.Leases(ctx)
+func (n *network) programPeers(ctx context.Context, mgr *subnet.Manager, be backend.Backend, own netip.Prefix) (*peerState, []subnet.Lease, int64, error) {
+	leases, rev, err := n.listLeases(ctx, mgr)
 	if err != nil {
-		return nil, 0, fmt.Errorf("list leases: %w", err)
+		return nil, nil, 0, err
 	}
 	st := newPeerState(own)
 	initial := make([]subnet.Event, 0, len(leases))
@@ -132,7 +132,28 @@ func (n *network) programPeers(ctx context.Context, mgr *subnet.Manager, be back
 	}
 	n.apply(ctx, be, st, initial)
 	n.reconcile(ctx, be)
-	return st, rev, nil
+	return st, leases, rev, nil
+}
+
+// listLeases lists the leases, retrying while etcd is slow or away (an
+// etcd busy with hundreds of agents starting at once times requests out):
+// the lease is held and the datapath configured, so only giving up
+// (ctx) ends the wait.
+func (n *network) listLeases(ctx context.Context, mgr *subnet.Manager) ([]subnet.Lease, int64, error) {
+	delay := 200 * time.Millisecond
+	for {
+		leases, rev, err := mgr.Leases(ctx)
+		if err == nil {
+			return leases, rev, nil
+		}
+		n.log.Warn("list leases failed; retrying", "err", err, "retry_in", delay)
+		select {
+		case <-ctx.Done():
+			return nil, 0, fmt.Errorf("list leases: %w", errors.Join(ctx.Err(), err))
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 2*time.Second)
+	}
 }
 
 // subnetEnv is the env file's content; a network of several also names its

@@ -29,6 +29,10 @@ type peerUpdate struct {
 // apply hands lease events to the backend, skipping our own subnet and
 // no-op updates.
 func (n *network) apply(ctx context.Context, be backend.Backend, st *peerState, evs []subnet.Event) {
+	if b, ok := be.(backend.Batcher); ok && len(evs) > 1 {
+		b.BeginPeers()
+		defer b.EndPeers()
+	}
 	for _, ev := range evs {
 		p := ev.Lease.Subnet
 		if p == st.own {
@@ -72,6 +76,10 @@ func (n *network) resync(ctx context.Context, be backend.Backend, st *peerState,
 	keep := make(map[netip.Prefix]bool, len(current))
 	for _, l := range current {
 		keep[l.Subnet] = true
+	}
+	if b, ok := be.(backend.Batcher); ok {
+		b.BeginPeers()
+		defer b.EndPeers()
 	}
 	for p := range st.peers {
 		if !keep[p] {

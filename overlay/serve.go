@@ -14,14 +14,15 @@ import (
 
 // running is what the running phase works with, set up by runNetwork.
 type running struct {
-	mgr   *subnet.Manager
-	cfg   *config.Config
-	be    backend.Backend
-	mtu   int
-	lease *subnet.Lease
-	rev   int64 // revision of the lease listing the peers were programmed from
-	peers *peerState
-	env   *envFile
+	mgr    *subnet.Manager
+	cfg    *config.Config
+	be     backend.Backend
+	mtu    int
+	lease  *subnet.Lease
+	rev    int64          // revision of the lease listing the peers were programmed from
+	leases []subnet.Lease // that listing
+	peers  *peerState
+	env    *envFile
 }
 
 // errDatapathStopped ends the agent when a datapath returns on its own.
@@ -55,7 +56,7 @@ func (n *network) serve(ctx context.Context, r running) error {
 		return nil
 	})
 	g.Go(func() error {
-		return ended(ctx, r.mgr.WatchLeasesWithResync(ctx, r.rev,
+		return ended(ctx, r.mgr.WatchLeasesFrom(ctx, r.leases, r.rev,
 			func(evs []subnet.Event) { send(updates, peerUpdate{events: evs}) },
 			func(current []subnet.Lease) { send(updates, peerUpdate{resync: true, current: current}) }))
 	})

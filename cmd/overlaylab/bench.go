@@ -80,7 +80,7 @@ func benchScaleCmd() *cobra.Command {
 		Use:   "scale",
 		Short: "Measure how long `up` takes and what memory it uses for large labs (root)",
 		Long: `For each --hosts count, builds one lab exactly as ` + "`overlaylab up`" + ` does (verify included: a ping
-over every ordered host pair and the wire check), records each phase's time, the agents' and
+between every pair of hosts and the wire check), records each phase's time, the agents' and
 etcd's resident memory and the machine's memory per host, then removes the lab. Rewrites the
 scale section of docs/PERFORMANCE.md.`,
 		Args: cobra.NoArgs,

@@ -56,6 +56,16 @@ type Backend interface {
 	Close() error
 }
 
+// Batcher is a Backend that takes several peer changes as one: the agent
+// calls BeginPeers before a run of AddPeer and RemovePeer calls and EndPeers
+// after it, and the backend may defer per-change work until EndPeers (the
+// udp backend rebuilds its forwarding table once, not once per peer: a
+// thousand peers at start would otherwise cost a million map inserts).
+type Batcher interface {
+	BeginPeers()
+	EndPeers()
+}
+
 // Options are per-agent datapath settings that are not part of the shared
 // network config.
 type Options struct {

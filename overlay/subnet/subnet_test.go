@@ -982,7 +982,7 @@ func TestWatchLeasesKeepsPeersAcrossStoreReset(t *testing.T) {
 	var mu sync.Mutex
 	var resyncs [][]netip.Prefix
 	background(t, func(ctx context.Context) error {
-		return m.WatchLeasesWithResync(ctx, rev, v.handle, func(ls []Lease) {
+		return m.WatchLeasesFrom(ctx, initial, rev, v.handle, func(ls []Lease) {
 			mu.Lock()
 			defer mu.Unlock()
 			resyncs = append(resyncs, subnetsOf(ls))

@@ -117,7 +117,19 @@ func (m *Manager) WatchLeases(ctx context.Context, fromRevision int64, handle fu
 // runs on the watching goroutine, like handle.
 func (m *Manager) WatchLeasesWithResync(ctx context.Context, fromRevision int64, handle func([]Event), resync func([]Lease)) error {
 	w := &leaseWatcher{m: m, handle: handle, resync: resync, reported: map[netip.Prefix]Lease{}}
-	return w.run(ctx, fromRevision)
+	return w.run(ctx, fromRevision, false)
+}
+
+// WatchLeasesFrom is WatchLeasesWithResync for a caller that holds the lease
+// set at fromRevision (what Leases returned with it): the watcher starts
+// from that set instead of reading it from etcd again, one list fewer per
+// agent when hundreds start at once.
+func (m *Manager) WatchLeasesFrom(ctx context.Context, known []Lease, fromRevision int64, handle func([]Event), resync func([]Lease)) error {
+	w := &leaseWatcher{m: m, handle: handle, resync: resync, reported: make(map[netip.Prefix]Lease, len(known))}
+	for _, l := range known {
+		w.reported[l.Subnet] = l
+	}
+	return w.run(ctx, fromRevision, fromRevision > 0)
 }
 
 type leaseWatcher struct {
@@ -141,10 +153,10 @@ var errGraceOver = errors.New("grace after the store reset is over")
 // its lease.
 func (m *Manager) storeResetGrace() time.Duration { return 3 * m.resetCheckInterval() }
 
-func (w *leaseWatcher) run(ctx context.Context, fromRevision int64) error {
+func (w *leaseWatcher) run(ctx context.Context, fromRevision int64, known bool) error {
 	m := w.m
 	rev := fromRevision // everything up to rev is reflected in w.reported
-	seeded := fromRevision <= 0
+	seeded := fromRevision <= 0 || known
 	resync := fromRevision <= 0
 	bo := newBackoff()
 	for {

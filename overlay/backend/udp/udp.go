@@ -45,24 +45,6 @@ type route struct {
 	dst    netip.AddrPort
 }
 
-// table is an immutable snapshot of the peers; the datapath loads it with one
-// atomic read per packet and never locks.
-type table struct {
-	subnetLen int
-	own       netip.Prefix
-	bySubnet  map[netip.Prefix]route
-	byPublic  map[netip.Addr]netip.Prefix
-}
-
-func (t *table) lookup(dst netip.Addr) (route, bool) {
-	p, err := dst.Prefix(t.subnetLen)
-	if err != nil {
-		return route{}, false
-	}
-	r, ok := t.bySubnet[p]
-	return r, ok
-}
-
 // UDP is the backend.
 type UDP struct {
 	cfg     *config.Config
@@ -84,8 +66,8 @@ type UDP struct {
 	dev   string
 	table int
 
-	mu    sync.Mutex // serialises table rebuilds
-	peers map[netip.Prefix]route
+	mu    sync.Mutex // serialises table changes
+	peers peerSet    // the truth the published table follows (peers.go)
 	tab   atomic.Pointer[table]
 }
 
@@ -126,7 +108,7 @@ func New(cfg *config.Config, ext backend.External, m *backend.Metrics, o backend
 		log = log.With("network", o.Network, "dev", dev)
 	}
 	b := &UDP{cfg: cfg, ext: ext, metrics: m, log: log,
-		mode: mode, offl: offl, workers: workers, peers: map[netip.Prefix]route{}, dev: dev, table: o.Table}
+		mode: mode, offl: offl, workers: workers, peers: newPeerSet(), dev: dev, table: o.Table}
 	b.tab.Store(&table{subnetLen: cfg.SubnetLen, bySubnet: map[netip.Prefix]route{}, byPublic: map[netip.Addr]netip.Prefix{}})
 	return b, nil
 }
@@ -245,8 +227,7 @@ func (b *UDP) AddPeer(ctx context.Context, peer subnet.Lease) error {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.peers[peer.Subnet] = route{subnet: peer.Subnet, dst: netip.AddrPortFrom(peer.Attrs.PublicIP, uint16(b.cfg.Backend.Port))}
-	b.publishLocked(b.tab.Load().own)
+	b.changeLocked(b.peers.set(route{subnet: peer.Subnet, dst: netip.AddrPortFrom(peer.Attrs.PublicIP, uint16(b.cfg.Backend.Port))}))
 	return nil
 }
 
@@ -254,24 +235,24 @@ func (b *UDP) AddPeer(ctx context.Context, peer subnet.Lease) error {
 func (b *UDP) RemovePeer(ctx context.Context, peer subnet.Lease) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	delete(b.peers, peer.Subnet)
-	b.publishLocked(b.tab.Load().own)
+	b.changeLocked(b.peers.remove(peer.Subnet))
 	return nil
 }
 
-// publishLocked builds a fresh immutable table from b.peers.
-func (b *UDP) publishLocked(own netip.Prefix) {
-	t := &table{
-		subnetLen: b.cfg.SubnetLen,
-		own:       own,
-		bySubnet:  make(map[netip.Prefix]route, len(b.peers)),
-		byPublic:  make(map[netip.Addr]netip.Prefix, len(b.peers)),
-	}
-	for p, r := range b.peers {
-		t.bySubnet[p] = r
-		t.byPublic[r.dst.Addr()] = p
-	}
-	b.tab.Store(t)
+// BeginPeers defers publishing the changes of the AddPeer and RemovePeer
+// calls that follow until EndPeers (backend.Batcher).
+func (b *UDP) BeginPeers() {
+	b.mu.Lock()
+	b.peers.batching = true
+	b.mu.Unlock()
+}
+
+// EndPeers publishes a fresh table with every change since BeginPeers.
+func (b *UDP) EndPeers() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.peers.batching = false
+	b.publishLocked(b.tab.Load().own)
 }
 
 // Run moves packets both ways until ctx is done.
@@ -354,7 +335,7 @@ func (b *UDP) udpToTun() error {
 		// The sender first: nothing a stranger sent is looked at
 		// (docs/SECURITY.md), and all of it counts as not_peer.
 		t := b.tab.Load()
-		peer, known := t.byPublic[from.Addr().Unmap()]
+		peer, known := t.peerOf(from.Addr().Unmap())
 		if !known {
 			b.metrics.Drop(backend.DropNotPeer)
 			continue
@@ -382,7 +363,7 @@ func (b *UDP) udpToTun() error {
 
 // admit decides whether a decapsulated packet may enter this host.
 func (t *table) admit(from, innerSrc, innerDst netip.Addr) (backend.DropReason, bool) {
-	peer, ok := t.byPublic[from]
+	peer, ok := t.peerOf(from)
 	return t.admitFrom(peer, ok, innerSrc, innerDst)
 }
 
@@ -402,6 +383,11 @@ func (t *table) admitFrom(peer netip.Prefix, known bool, innerSrc, innerDst neti
 // Close releases the socket and the TUN device; the kernel deletes the
 // non-persistent device and its routes with the last descriptor.
 func (b *UDP) Close() error {
+	b.mu.Lock()
+	if b.peers.settle != nil {
+		b.peers.settle.Stop()
+	}
+	b.mu.Unlock()
 	var errs []error
 	if b.fast != nil {
 		errs = append(errs, b.fast.close())

@@ -381,7 +381,7 @@ func (w *worker) udpRound(st *rxState, wait bool) (bool, error) {
 		from, data, segSize, trunc := r.msg(i)
 		// The sender first: nothing a stranger sent is looked at
 		// (docs/SECURITY.md), and all of it counts as not_peer.
-		peer, known := t.byPublic[from]
+		peer, known := t.peerOf(from)
 		if !known {
 			for range datagrams(len(data), segSize) {
 				b.metrics.Drop(backend.DropNotPeer)
