@@ -205,7 +205,7 @@ func (w *worker) tunRound(st *txState, wait bool) (bool, error) {
 			if stopped(err) {
 				return read, err
 			}
-			return read, fmt.Errorf("read %s queue %d: %w", TunName, w.id, err)
+			return read, fmt.Errorf("read %s queue %d: %w", b.dev, w.id, err)
 		}
 		if n < 0 {
 			break // nothing (more) queued
