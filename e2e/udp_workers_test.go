@@ -187,6 +187,45 @@ var _ = Describe("udp workers", Ordered, func() {
 	}
 })
 
+// Hosts with different worker counts, and the simple datapath, carry each
+// other's traffic: steering is each receiver's own business, and a sender
+// with one worker (or none) never mixes flows in one send.
+var _ = Describe("udp workers between hosts that differ", Ordered, func() {
+	const name = "e2eud3"
+	BeforeAll(func() {
+		r := run(labArgs(name, "up", "--hosts", "1", "--containers", "1", "--agent-arg=--udp-mode=fast", "--agent-arg=--udp-workers=4")...)
+		DeferCleanup(func() { run(labArgs(name, "down")...) })
+		Expect(r.code).To(Equal(0), r.String())
+		for _, args := range [][]string{{"--agent-arg=--udp-mode=fast", "--agent-arg=--udp-workers=1"}, {"--agent-arg=--udp-mode=simple"}} {
+			r = run(labArgs(name, append([]string{"host", "add", "--containers", "1"}, args...)...)...)
+			Expect(r.code).To(Equal(0), r.String())
+		}
+	})
+	AfterEach(func() {
+		if CurrentSpecReport().Failed() {
+			dumpLab(name)
+		}
+	})
+
+	It("carry TCP and UDP byte-exact both ways between 4 workers and 1, and between 4 workers and the simple datapath, in order", func() {
+		st := status(name)
+		Expect(st.Hosts).To(HaveLen(3))
+		four, one, simple := st.Hosts[0], st.Hosts[1], st.Hosts[2]
+		Expect(readFile(four.AgentLog)).To(ContainSubstring("workers=4"))
+		Expect(readFile(one.AgentLog)).To(ContainSubstring("workers=1"))
+		Expect(readFile(simple.AgentLog)).To(ContainSubstring("mode=simple"))
+		for _, other := range []lab.HostState{one, simple} {
+			ufBulkBothWays(st, four, other, "4 workers ↔ "+other.Name)
+			caps := udCapture([]lab.HostState{four}, func() { udParallelEcho(four.Containers[0], other.Containers[0], 4, 2<<20) })
+			o := caps[0].agentOrder()
+			GinkgoWriter.Printf("4 workers ↔ %s, 4 flows: %s\n", other.Name, o)
+			Expect(o.segments).To(BeNumerically(">", 1000), o.String())
+			Expect(o.overtook).To(BeZero(), o.String())
+		}
+		ufExpectNoDrops(st)
+	})
+})
+
 // udHostCapture is what one host saw on its underlay (eth0) and on
 // flannel0 while the traffic ran.
 type udHostCapture struct {

@@ -326,11 +326,11 @@ func tunFD(name string, flags uint16) (int, error) {
 // segments bigger ones itself).
 func (f *fastPath) configureFastLink(link netlink.Link, log *slog.Logger) {
 	if err := netlink.LinkSetTxQLen(link, tunQueueLen); err != nil {
-		log.Warn("cannot raise the tun queue length", "dev", TunName, "err", err)
+		log.Warn("cannot raise the tun queue length", "dev", link.Attrs().Name, "err", err)
 	}
 	if f.feat.vnetHdr {
 		if err := netlink.LinkSetGSOMaxSegs(link, tunBatch); err != nil {
-			log.Warn("cannot cap the tun GSO segments; a batch of very small segments that does not fit a send batch will be dropped", "dev", TunName, "err", err)
+			log.Warn("cannot cap the tun GSO segments; a batch of very small segments that does not fit a send batch will be dropped", "dev", link.Attrs().Name, "err", err)
 		}
 	}
 }

@@ -2,10 +2,9 @@ package udp
 
 // The fast datapath runs one worker per queue of flannel0. Each worker owns
 // a queue (its own descriptor of the multi-queue TUN device), a socket in
-// the SO_REUSEPORT group on the backend port, and its buffers; it runs two
-// goroutines, one per direction, exactly as the single-queue datapath did.
-// Nothing is shared between workers but the peer table (an immutable
-// snapshot) and the metrics (atomic counters).
+// the SO_REUSEPORT group on the backend port, and its buffers, and moves
+// packets both ways between them. Nothing is shared between workers but
+// the peer table (an immutable snapshot) and the metrics (atomic counters).
 //
 // A flow stays on one worker, end to end, both ways, so TCP sees no
 // reordering that the overlay made:
@@ -75,7 +74,7 @@ func workerCount(opt int) (int, error) {
 	return min(runtime.GOMAXPROCS(0), maxWorkers), nil
 }
 
-// worker is one queue's pair of loops.
+// worker is one queue's datapath.
 type worker struct {
 	b  *UDP
 	id int
@@ -206,7 +205,7 @@ func (w *worker) tunRound(st *txState, wait bool) (bool, error) {
 			if stopped(err) {
 				return read, err
 			}
-			return read, fmt.Errorf("read %s queue %d: %w", TunName, w.id, err)
+			return read, fmt.Errorf("read %s queue %d: %w", b.dev, w.id, err)
 		}
 		if n < 0 {
 			break // nothing (more) queued
