@@ -316,15 +316,31 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		runners = append(runners, r)
 	}
 
+	runRounds(ctx, o, runners, pf)
+	summarize(rep, ctx.Err() != nil)
+	rep.Ratios = computeRatios(rep)
+	rep.Targets = evaluateTargets(rep)
+	rep.ElapsedSec = time.Since(started).Round(time.Second).Seconds()
+	if err := ctx.Err(); err != nil {
+		return rep, fmt.Errorf("bench interrupted: %w", err)
+	}
+	if len(runners) == 0 {
+		return rep, errors.New("no configuration came up")
+	}
+	return rep, nil
+}
+
+// runRounds measures every configuration once per round, interleaved.
+func runRounds(ctx context.Context, o Options, runners []*runner, pf func(string, ...any)) {
 	for round := 1; round <= o.Rounds && len(runners) > 0; round++ {
 		pf("round %d/%d\n", round, o.Rounds)
 		for _, r := range runners {
 			if ctx.Err() != nil {
-				break
+				return
 			}
 			rr := r.measure(ctx, o, round)
 			if ctx.Err() != nil {
-				break // an interrupted round is not a measurement
+				return // an interrupted round is not a measurement
 			}
 			r.res.Rounds = append(r.res.Rounds, rr)
 			if r.profiles != nil && r.res.Profiles == nil {
@@ -332,11 +348,12 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			}
 			pf("  %-10s %s\n", r.res.Name, roundLine(rr))
 		}
-		if ctx.Err() != nil {
-			break
-		}
 	}
+}
 
+// summarize fills each configuration's summary over its rounds, and says
+// why one that came up has none.
+func summarize(rep *Report, interrupted bool) {
 	for i := range rep.Configs {
 		c := &rep.Configs[i]
 		for _, m := range Metrics {
@@ -350,7 +367,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 				c.Summary[m.Key] = Summarize(xs)
 			}
 		}
-		if c.OK() && len(c.Summary) == 0 && ctx.Err() != nil {
+		if c.OK() && len(c.Summary) == 0 && interrupted {
 			c.Error = "interrupted before it was measured"
 		} else if c.OK() && len(c.Summary) == 0 {
 			c.Error = "no round produced a measurement"
@@ -362,16 +379,6 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			}
 		}
 	}
-	rep.Ratios = computeRatios(rep)
-	rep.Targets = evaluateTargets(rep)
-	rep.ElapsedSec = time.Since(started).Round(time.Second).Seconds()
-	if err := ctx.Err(); err != nil {
-		return rep, fmt.Errorf("bench interrupted: %w", err)
-	}
-	if len(runners) == 0 {
-		return rep, errors.New("no configuration came up")
-	}
-	return rep, nil
 }
 
 // bringUp builds a configuration's lab and checks that its path answers.

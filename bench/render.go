@@ -172,9 +172,38 @@ func Markdown(r *Report) string {
 		"Cells are the median over rounds with the range (min–max).\n\n",
 		plural(r.Rounds, "round"), dur, warm, r.Probes, formatFloat(r.ProbeIntervalMs, 0))
 
+	writeConfigTable(&b, r)
+	b.WriteString("Paths measured:\n\n")
+	for i := range r.Configs {
+		c := &r.Configs[i]
+		path := c.Path
+		if path == "" {
+			path = "(the lab did not come up)"
+		}
+		fmt.Fprintf(&b, "- %s (backend %s%s): %s\n", c.Name, c.Backend, argsNote(c.AgentArgs), path)
+	}
+	b.WriteString("\n")
+
+	writeRatios(&b, r)
+	b.WriteString(roundTripNote(r))
+	writeProfiles(&b, r)
+	if len(r.Targets) > 0 {
+		b.WriteString("### Targets\n\nThe udp backend's fast datapath (`--udp-mode fast`) against its goals, from the figures above.\n\n")
+		b.WriteString("| target | goal | status | measured |\n|---|---|---|---|\n")
+		for _, t := range r.Targets {
+			fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", t.Name, t.Goal, statusMark(t.Status), mdEscape(t.Measured))
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
+}
+
+// writeConfigTable writes the table of medians, then what did not run and
+// notes on single rounds.
+func writeConfigTable(b *strings.Builder, r *Report) {
 	b.WriteString("| configuration | udp workers |")
 	for _, m := range Metrics {
-		fmt.Fprintf(&b, " %s |", header(m))
+		fmt.Fprintf(b, " %s |", header(m))
 	}
 	b.WriteString("\n|---|---:|")
 	for range Metrics {
@@ -184,13 +213,13 @@ func Markdown(r *Report) string {
 	var failed, notes []string
 	for i := range r.Configs {
 		c := &r.Configs[i]
-		fmt.Fprintf(&b, "| %s | %s |", c.Name, workersCell(c))
+		fmt.Fprintf(b, "| %s | %s |", c.Name, workersCell(c))
 		for _, m := range Metrics {
 			v := "–"
 			if c.OK() {
 				v = cell(c, m)
 			}
-			fmt.Fprintf(&b, " %s |", v)
+			fmt.Fprintf(b, " %s |", v)
 		}
 		b.WriteString("\n")
 		if !c.OK() {
@@ -212,23 +241,16 @@ func Markdown(r *Report) string {
 	if len(notes) > 0 {
 		b.WriteString("Notes on individual rounds:\n\n" + strings.Join(notes, "\n") + "\n\n")
 	}
-	b.WriteString("Paths measured:\n\n")
-	for i := range r.Configs {
-		c := &r.Configs[i]
-		path := c.Path
-		if path == "" {
-			path = "(the lab did not come up)"
-		}
-		fmt.Fprintf(&b, "- %s (backend %s%s): %s\n", c.Name, c.Backend, argsNote(c.AgentArgs), path)
-	}
-	b.WriteString("\n")
+}
 
+// writeRatios writes the ratios of the medians.
+func writeRatios(b *strings.Builder, r *Report) {
 	if len(r.Ratios) > 0 {
 		b.WriteString("### Ratios\n\nOf the medians above; n/a where a side was not measured.\n\n")
 		names, mcols, by := ratioRows(r.Ratios)
 		b.WriteString("| ratio |")
 		for _, m := range mcols {
-			fmt.Fprintf(&b, " %s |", m.Label)
+			fmt.Fprintf(b, " %s |", m.Label)
 		}
 		b.WriteString("\n|---|")
 		for range mcols {
@@ -236,44 +258,39 @@ func Markdown(r *Report) string {
 		}
 		b.WriteString("\n")
 		for _, n := range names {
-			fmt.Fprintf(&b, "| %s |", n)
+			fmt.Fprintf(b, "| %s |", n)
 			for _, m := range mcols {
-				fmt.Fprintf(&b, " %s |", ratioCell(by[n], m.Key))
+				fmt.Fprintf(b, " %s |", ratioCell(by[n], m.Key))
 			}
 			b.WriteString("\n")
 		}
 		b.WriteString("\n")
 	}
-	b.WriteString(roundTripNote(r))
+}
+
+// writeProfiles writes where the agents spent their CPU, per profiled
+// configuration.
+func writeProfiles(b *strings.Builder, r *Report) {
 	for i := range r.Configs {
 		c := &r.Configs[i]
 		if len(c.Profiles) == 0 {
 			continue
 		}
-		fmt.Fprintf(&b, "### Where the %s agents spend their CPU\n\n", c.Name)
+		fmt.Fprintf(b, "### Where the %s agents spend their CPU\n\n", c.Name)
 		b.WriteString("Go CPU profiles (`--pprof`) of both agents during round 1's one-stream transfer; the functions with the most samples of their own (flat), with the share including what they call (cum). Time in system calls shows under `internal/runtime/syscall/linux.Syscall6` (the fast path makes raw syscalls) and friends: that is the kernel's work for the TUN device and the UDP socket, including carrying each batch through the stack to the receiving socket or container.\n\n")
 		for _, p := range c.Profiles {
-			fmt.Fprintf(&b, "**%s, %s** (%d s):", p.Host, p.Role, p.Seconds)
+			fmt.Fprintf(b, "**%s, %s** (%d s):", p.Host, p.Role, p.Seconds)
 			if p.Error != "" {
-				fmt.Fprintf(&b, " no profile: %s\n\n", mdEscape(p.Error))
+				fmt.Fprintf(b, " no profile: %s\n\n", mdEscape(p.Error))
 				continue
 			}
 			b.WriteString("\n\n| function | flat % | cum % |\n|---|---:|---:|\n")
 			for _, e := range p.Top {
-				fmt.Fprintf(&b, "| `%s` | %.1f | %.1f |\n", e.Function, e.FlatPct, e.CumPct)
+				fmt.Fprintf(b, "| `%s` | %.1f | %.1f |\n", e.Function, e.FlatPct, e.CumPct)
 			}
 			b.WriteString("\n")
 		}
 	}
-	if len(r.Targets) > 0 {
-		b.WriteString("### Targets\n\nThe udp backend's fast datapath (`--udp-mode fast`) against its goals, from the figures above.\n\n")
-		b.WriteString("| target | goal | status | measured |\n|---|---|---|---|\n")
-		for _, t := range r.Targets {
-			fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", t.Name, t.Goal, statusMark(t.Status), mdEscape(t.Measured))
-		}
-		b.WriteString("\n")
-	}
-	return b.String()
 }
 
 // roundTripNote explains, from the measured figures, where udp-fast's round

@@ -65,7 +65,11 @@ A configuration that does not come up is reported as such; the others are still 
 	f := cmd.Flags()
 	f.IntVar(&o.Rounds, "rounds", 3, "rounds; each measures every configuration once")
 	f.DurationVar(&o.Duration, "duration", 5*time.Second, "length of each TCP transfer (the first 0.5s is not measured)")
-	f.StringVar(&configs, "configs", "", "comma-separated subset of: baseline,udp-fast,udp-simple,vxlan,host-gw (default all)")
+	var all []string
+	for _, c := range bench.DefaultConfigs() {
+		all = append(all, c.Name)
+	}
+	f.StringVar(&configs, "configs", "", "comma-separated subset of: "+strings.Join(all, ",")+" (default all)")
 	f.StringVarP(&output, "output", "o", "", "output format: table or json")
 	f.StringVar(&doc, "doc", defaultPerfDoc, `markdown file whose data-plane section is rewritten ("" to skip)`)
 	f.StringVar(&o.StateRoot, "state-dir", plan.DefaultStateRoot, "where the bench's labs keep their state")
