@@ -3,13 +3,16 @@ package e2e
 import (
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
+	"github.com/overlaylab/overlaylab/lab"
 	"github.com/overlaylab/overlaylab/scenarios"
 	"github.com/overlaylab/overlaylab/scenarios/report"
 )
@@ -120,6 +123,48 @@ var _ = Describe("the checks of the second vocabulary", func() {
 			Expect(kinds).To(HaveKey(k), "no failing %s check", k)
 		}
 		Expect(netnsWithPrefix("ol-mustfl2-")).To(BeEmpty())
+	})
+})
+
+var _ = Describe("the agent check's restarts", func() {
+	It("counts an agent process the lab did not start, and not the lab's own starts", func() {
+		out := filepath.Join(GinkgoT().TempDir(), "out")
+		play := exec.Command(bin, "run", filepath.Join(repoRoot(), "e2e", "testdata", "agent-not-ours.yaml"), "--out", out, "--state-dir", stateRoot)
+		var stdout strings.Builder
+		play.Stdout = &stdout
+		Expect(play.Start()).To(Succeed())
+		done := make(chan error, 1)
+		go func() { done <- play.Wait() }()
+		// Once the lab is up, someone else starts a second agent in h2: it
+		// waits for a config under a prefix nobody writes, so it only runs.
+		var st *lab.State
+		Eventually(func() string {
+			r := run(labArgs("mustfl3", "status", "-o", "json")...)
+			if r.code != 0 {
+				return ""
+			}
+			st = &lab.State{}
+			if json.Unmarshal([]byte(r.stdout), st) != nil {
+				return ""
+			}
+			return st.Phase
+		}, 60*time.Second, 200*time.Millisecond).Should(Equal("up"))
+		h2 := st.Hosts[1]
+		extra := exec.Command("ip", "netns", "exec", h2.Netns, bin, "agent", "--etcd-endpoints", st.Etcd.Endpoints[0],
+			"--etcd-prefix", "/e2e-not-ours", "--iface", "eth0", "--subnet-file", filepath.Join(GinkgoT().TempDir(), "subnet.env"))
+		Expect(extra.Start()).To(Succeed())
+		defer func() {
+			if extra.ProcessState == nil {
+				_ = extra.Process.Kill()
+				_ = extra.Wait()
+			}
+		}()
+		var err error
+		Eventually(done, 90*time.Second).Should(Receive(&err))
+		Expect(err).To(HaveOccurred(), stdout.String())
+		Expect(stdout.String()).To(MatchRegexp(`✗ expect h2-runs-only-the-labs-agent .*restarts=1 `), stdout.String())
+		// The lab's teardown ended the stranger too: it ran in the lab's namespace.
+		Eventually(func() bool { return gone(extra.Process.Pid) }, 10*time.Second).Should(BeTrue())
 	})
 })
 

@@ -33,7 +33,7 @@ name: t1
 network:
   netwrk: 10.10.0.0/16
 `),
-		want: []string{`s.yaml:4:3: unknown field "netwrk" in network (allowed: network, subnetLen, backend)`},
+		want: []string{`s.yaml:4:3: unknown field "netwrk" in network (allowed: network, subnetLen, mtu, backend)`},
 	},
 	{
 		name: "unknown field in a list entry",
@@ -98,6 +98,17 @@ network:
   subnetLen: 31
 `),
 		want: []string{`s.yaml:5:14: subnetLen 31: must be at most 30`},
+	},
+	{
+		name: "an MTU flannel would refuse",
+		yaml: doc(`
+apiVersion: overlaylab/v1
+name: t1
+network:
+  network: 10.10.0.0/16
+  mtu: 50
+`),
+		want: []string{`s.yaml:5:8: mtu 50: must be 0 (derive from the interface) or 68..65535`},
 	},
 	{
 		name: "unknown backend",

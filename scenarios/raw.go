@@ -90,6 +90,7 @@ type RawScenario struct {
 type RawNetwork struct {
 	Network   String      `yaml:"network"`
 	SubnetLen Int         `yaml:"subnetLen"`
+	MTU       Int         `yaml:"mtu"` // flannel's MTU: the overlay's, instead of one derived from the interface
 	Backend   *RawBackend `yaml:"backend"`
 	Pos       Pos         `yaml:"-"`
 }
@@ -100,13 +101,14 @@ type RawTenant struct {
 	Name      String      `yaml:"name"`
 	Network   String      `yaml:"network"`
 	SubnetLen Int         `yaml:"subnetLen"`
+	MTU       Int         `yaml:"mtu"`
 	Backend   *RawBackend `yaml:"backend"`
 	Pos       Pos         `yaml:"-"`
 }
 
 // network is the tenant's network fields.
 func (t *RawTenant) network() *RawNetwork {
-	return &RawNetwork{Network: t.Network, SubnetLen: t.SubnetLen, Backend: t.Backend, Pos: t.Pos}
+	return &RawNetwork{Network: t.Network, SubnetLen: t.SubnetLen, MTU: t.MTU, Backend: t.Backend, Pos: t.Pos}
 }
 
 // RawTenants is the list of tenant networks.

@@ -160,6 +160,9 @@ func (r *resolver) networkConfig(rn *RawNetwork, label string, k int) *config.Co
 	if rn.SubnetLen.IsSet() {
 		doc["SubnetLen"] = rn.SubnetLen.Value
 	}
+	if rn.MTU.IsSet() {
+		doc["MTU"] = rn.MTU.Value
+	}
 	backend := map[string]any{}
 	if rb.Type.IsSet() {
 		backend["Type"] = rb.Type.Value
@@ -191,6 +194,8 @@ func (r *resolver) networkConfig(rn *RawNetwork, label string, k int) *config.Co
 			name, pos = "network", networkPos
 		case "SubnetLen":
 			name, pos = "subnetLen", firstPos(rn.SubnetLen.Pos, networkPos)
+		case "MTU":
+			name, pos = "mtu", firstPos(rn.MTU.Pos, networkPos)
 		case "Backend.Type":
 			name, pos = "backend", firstPos(rb.Type.Pos, backendPos)
 		case "Backend.Port":

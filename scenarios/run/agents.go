@@ -8,8 +8,10 @@ import (
 )
 
 // agentWatch records every agent process each host had since ready, so an
-// agent check can count restarts: a new agent process in the host, whoever
-// started it.
+// agent check can count restarts: an agent process in the host that the lab
+// did not start (the lab's own starts, kills and upgrades are steps, not
+// restarts; an agent that re-executes itself, or one a supervisor or a user
+// started, is).
 type agentWatch struct {
 	r    *runner
 	mu   sync.Mutex
@@ -49,12 +51,20 @@ func (r *runner) watchAgents(ctx context.Context) *agentWatch {
 	return w
 }
 
-// restarts is how many times host's agent process changed since ready, and
-// the PIDs seen.
-func (w *agentWatch) restarts(host string) (int, []int) {
+// restarts is how many agent processes host had since ready that the lab
+// did not start, every PID seen, and those the lab started.
+func (w *agentWatch) restarts(host string) (n int, seen, started []int) {
 	w.sample() // what runs now counts too
+	if h, ok := w.r.lab.Snapshot().Host(host); ok {
+		started = h.Agent.Started
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	pids := slices.Clone(w.seen[host])
-	return max(len(pids)-1, 0), pids
+	seen = slices.Clone(w.seen[host])
+	for _, pid := range seen {
+		if !slices.Contains(started, pid) {
+			n++
+		}
+	}
+	return n, seen, started
 }

@@ -459,8 +459,8 @@ func (r *runner) checkAgentState(ctx context.Context, st *lab.State, h *lab.Host
 		ok = ok && ready == *c.Ready
 	}
 	if c.Restarts != nil {
-		n, pids := r.watch.restarts(h.Name)
-		got = append(got, fmt.Sprintf("restarts=%d (agent pids since ready: %v), want %s", n, pids, c.Restarts))
+		n, seen, started := r.watch.restarts(h.Name)
+		got = append(got, fmt.Sprintf("restarts=%d (agent pids since ready: %v; started by the lab: %v), want %s", n, seen, started, c.Restarts))
 		ok = ok && c.Restarts.Holds(float64(n))
 	}
 	return ok, fmt.Sprintf("%s's agent: %s", h.Name, strings.Join(got, ", "))
