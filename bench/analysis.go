@@ -161,6 +161,9 @@ func evaluateTargets(rep *Report) []Target {
 		rss.Status, rss.Measured = NotMeasured, why(CfgUDPFast)
 	}
 	out = append(out, rss)
+	if rep.Config(CfgImpaired) != nil {
+		out = append(out, impairedTarget(rep, why))
+	}
 	if rep.Config(CfgUDPFastMQ) != nil {
 		out = append(out,
 			crossTarget("udp workers: 4 streams vs 1 stream", "≥ 1.2×", CfgUDPFastMQ, MTCP4, CfgUDPFastMQ, MTCP1, 1.2, false, "Gbit/s"),
@@ -169,6 +172,30 @@ func evaluateTargets(rep *Report) []Target {
 		)
 	}
 	return out
+}
+
+// impairedTarget checks the link emulator's delay: 10 ms each way on h1's
+// link must add 20 ms (± 10 %) to the RTT p50 of the same path unimpaired
+// (kernel VXLAN), with the jitter showing in p99.
+func impairedTarget(rep *Report, why func(...string) string) Target {
+	t := Target{Name: "link emulator: RTT p50 added by 10 ms delay + 2 ms jitter each way", Goal: "20 ms ± 10 %"}
+	a, ok1 := rep.Config(CfgImpaired).Median(MRTT50)
+	b, ok2 := rep.Config(CfgVXLAN).Median(MRTT50)
+	if !ok1 || !ok2 {
+		t.Status, t.Measured = NotMeasured, why(CfgImpaired, CfgVXLAN)
+		return t
+	}
+	added := (a - b) / 1000 // µs → ms
+	t.Value = &added
+	t.Measured = fmt.Sprintf("%s ms (p50 %s µs vs vxlan %s µs)", formatFloat(added, 2), formatFloat(a, 0), formatFloat(b, 0))
+	if p99, ok := rep.Config(CfgImpaired).Median(MRTT99); ok {
+		t.Measured += fmt.Sprintf("; p99 %s ms", formatFloat(p99/1000, 2))
+	}
+	t.Status = Missed
+	if added >= 18 && added <= 22 {
+		t.Status = Met
+	}
+	return t
 }
 
 // metricLabel is a metric's label ("TCP 4 streams").

@@ -28,9 +28,14 @@ type Config struct {
 	Baseline  bool     `json:"baseline,omitempty"`
 	// Workers is the udp fast datapath's --udp-workers (0: not a udp-fast
 	// configuration).
-	Workers   int    `json:"workers,omitempty"`
-	labSuffix string // the lab is named <prefix><labSuffix>
-	profile   bool   // take CPU profiles of the agents (needs --pprof)
+	Workers int `json:"workers,omitempty"`
+	// ImpairRTT and ImpairTCP, when set, go on h1's underlay link (the lab's
+	// userspace link emulator) for the round-trip and the throughput
+	// measurements respectively.
+	ImpairRTT *lab.Impairment `json:"impairRTT,omitempty"`
+	ImpairTCP *lab.Impairment `json:"impairTCP,omitempty"`
+	labSuffix string          // the lab is named <prefix><labSuffix>
+	profile   bool            // take CPU profiles of the agents (needs --pprof)
 }
 
 // Configuration names.
@@ -41,6 +46,9 @@ const (
 	CfgUDPSimple = "udp-simple"
 	CfgVXLAN     = config.BackendVXLAN
 	CfgHostGW    = config.BackendHostGW
+	// CfgImpaired is vxlan through h1's link emulator: RTT with 10 ms
+	// delay and 2 ms jitter each way, TCP with the delay only.
+	CfgImpaired = "vxlan-impaired"
 )
 
 // DefaultConfigs lists every configuration, in the order they are measured
@@ -59,6 +67,9 @@ func DefaultConfigs() []Config {
 		{Name: CfgUDPSimple, Backend: config.BackendUDP, AgentArgs: []string{"--udp-mode=simple", "--pprof"}, labSuffix: "udps", profile: true},
 		{Name: CfgVXLAN, Backend: config.BackendVXLAN, labSuffix: "vxl"},
 		{Name: CfgHostGW, Backend: config.BackendHostGW, labSuffix: "hgw"},
+		{Name: CfgImpaired, Backend: config.BackendVXLAN, labSuffix: "imp",
+			ImpairRTT: &lab.Impairment{Delay: 10 * time.Millisecond, Jitter: 2 * time.Millisecond, Seed: 1},
+			ImpairTCP: &lab.Impairment{Delay: 10 * time.Millisecond, Seed: 1}},
 	}
 }
 
@@ -330,6 +341,20 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	return rep, nil
 }
 
+// impair puts im on h1's underlay link (nothing when nil), through the lab's
+// handle like `overlaylab impair`.
+func (r *runner) impair(ctx context.Context, o Options, im *lab.Impairment) error {
+	if im == nil {
+		return nil
+	}
+	l, err := lab.Open(ctx, o.StateRoot, r.res.Lab, lab.Options{Binary: o.Binary, Command: "bench"})
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	return l.Impair(ctx, r.st.Hosts[0].Name, *im)
+}
+
 // runRounds measures every configuration once per round, interleaved.
 func runRounds(ctx context.Context, o Options, runners []*runner, pf func(string, ...any)) {
 	for round := 1; round <= o.Rounds && len(runners) > 0; round++ {
@@ -454,6 +479,9 @@ func (r *runner) measure(ctx context.Context, o Options, round int) RoundResult 
 	fail := func(what string, err error) {
 		rr.Errors = append(rr.Errors, what+": "+err.Error())
 	}
+	if err := r.impair(ctx, o, r.cfg.ImpairRTT); err != nil {
+		fail("impair for rtt", err)
+	}
 	rtt, err := lab.RTTProbe{Netns: r.fromNS, Dst: r.toIP, Warmup: 5, Count: o.Probes, Interval: o.ProbeInterval}.Run(ctx)
 	if err != nil {
 		fail("rtt", err)
@@ -473,6 +501,9 @@ func (r *runner) measure(ctx context.Context, o Options, round int) RoundResult 
 		} else {
 			rr.Values[MRTT1C] = Percentiles(rtt.Micros(), 50)[0]
 		}
+	}
+	if err := r.impair(ctx, o, r.cfg.ImpairTCP); err != nil {
+		fail("impair for tcp", err)
 	}
 	pause(ctx)
 

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/overlaylab/overlaylab/lab"
 )
 
 // cell is a metric's "median (min–max)" for one configuration.
@@ -180,7 +182,7 @@ func Markdown(r *Report) string {
 		if path == "" {
 			path = "(the lab did not come up)"
 		}
-		fmt.Fprintf(&b, "- %s (backend %s%s): %s\n", c.Name, c.Backend, argsNote(c.AgentArgs), path)
+		fmt.Fprintf(&b, "- %s (backend %s%s): %s%s\n", c.Name, c.Backend, argsNote(c.AgentArgs), path, impairNote(c.Config))
 	}
 	b.WriteString("\n")
 
@@ -328,6 +330,28 @@ func statusMark(s string) string {
 	default:
 		return s
 	}
+}
+
+// impairNote says what a configuration's link emulator did.
+func impairNote(c Config) string {
+	say := func(im *lab.Impairment) string {
+		s := "delay " + im.Delay.String()
+		if im.Jitter > 0 {
+			s += ", jitter ±" + im.Jitter.String()
+		}
+		return s + " each way"
+	}
+	if c.ImpairRTT == nil && c.ImpairTCP == nil {
+		return ""
+	}
+	s := "; through h1's link emulator (overlaylab impair)"
+	if c.ImpairRTT != nil {
+		s += ": RTT with " + say(c.ImpairRTT)
+	}
+	if c.ImpairTCP != nil {
+		s += ", TCP with " + say(c.ImpairTCP)
+	}
+	return s
 }
 
 func argsNote(args []string) string {

@@ -69,3 +69,31 @@ func TestProcsStat(t *testing.T) {
 		t.Fatalf("got running %d, blocked %d", r, b)
 	}
 }
+
+// TestImpairedTarget: the delay the link emulator adds is judged against
+// the unimpaired vxlan row: met within 20 ms ± 10 %, missed outside, not
+// measured without either row.
+func TestImpairedTarget(t *testing.T) {
+	rep := func(impaired, vxlan float64) *Report {
+		row := func(name string, p50 float64) ConfigResult {
+			return ConfigResult{Config: Config{Name: name}, Summary: map[string]Summary{MRTT50: {N: 3, Median: p50}, MRTT99: {N: 3, Median: p50 + 3500}}}
+		}
+		r := &Report{Configs: []ConfigResult{row(CfgVXLAN, vxlan), row(CfgImpaired, impaired)}}
+		return r
+	}
+	why := func(...string) string { return "missing" }
+	for _, c := range []struct {
+		impaired, vxlan float64
+		want            string
+	}{{20070, 60, Met}, {26000, 60, Missed}, {15000, 60, Missed}} {
+		got := impairedTarget(rep(c.impaired, c.vxlan), why)
+		if got.Status != c.want {
+			t.Errorf("p50 %v vs %v: %s (%s), want %s", c.impaired, c.vxlan, got.Status, got.Measured, c.want)
+		}
+	}
+	r := rep(20000, 60)
+	r.Configs = r.Configs[1:]
+	if got := impairedTarget(r, why); got.Status != NotMeasured {
+		t.Errorf("without the vxlan row: %s", got.Status)
+	}
+}
