@@ -152,7 +152,11 @@ var _ = Describe("the agent check's restarts", func() {
 		h2 := st.Hosts[1]
 		extra := exec.Command("ip", "netns", "exec", h2.Netns, bin, "agent", "--etcd-endpoints", st.Etcd.Endpoints[0],
 			"--etcd-prefix", "/e2e-not-ours", "--iface", "eth0", "--subnet-file", filepath.Join(GinkgoT().TempDir(), "subnet.env"))
+		var extraOut strings.Builder
+		extra.Stdout, extra.Stderr = &extraOut, &extraOut
 		Expect(extra.Start()).To(Succeed())
+		Consistently(func() bool { return gone(extra.Process.Pid) }, 2*time.Second, 100*time.Millisecond).Should(BeFalse(),
+			"the second agent did not keep running: %s", extraOut.String())
 		defer func() {
 			if extra.ProcessState == nil {
 				_ = extra.Process.Kill()
@@ -161,7 +165,7 @@ var _ = Describe("the agent check's restarts", func() {
 		}()
 		var err error
 		Eventually(done, 90*time.Second).Should(Receive(&err))
-		Expect(err).To(HaveOccurred(), stdout.String())
+		Expect(err).To(HaveOccurred(), "the run passed; the second agent said: %s\n%s", extraOut.String(), stdout.String())
 		Expect(stdout.String()).To(MatchRegexp(`✗ expect h2-runs-only-the-labs-agent .*restarts=1 `), stdout.String())
 		// The lab's teardown ended the stranger too: it ran in the lab's namespace.
 		Eventually(func() bool { return gone(extra.Process.Pid) }, 10*time.Second).Should(BeTrue())
