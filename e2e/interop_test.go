@@ -112,8 +112,8 @@ var _ = Describe("upstream flanneld as the lab's agent", func() {
 				checkMatrixAndWire(status(name), 1)
 			})
 
-			It("adds and removes a flanneld host", func() {
-				r := run(labArgs(name, "host", "add", "--containers", "1", "--agent", flanneld)...)
+			It("adds a flanneld host (the lab's agent, without saying so) and removes it", func() {
+				r := run(labArgs(name, "host", "add", "--containers", "1")...)
 				Expect(r.code).To(Equal(0), r.String())
 				st := status(name)
 				Expect(st.Hosts).To(HaveLen(4))

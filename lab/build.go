@@ -111,6 +111,12 @@ func newState(p *plan.Plan, dir string) *State {
 	if st.Runtime == "" {
 		st.Runtime = plan.RuntimeBridge
 	}
+	st.Defaults = HostDefaults{Agent: p.Agent, AgentArgs: p.AgentArgs}
+	if p.Agent.Path != "" {
+		if abs, err := filepath.Abs(p.Agent.Path); err == nil {
+			st.Defaults.Agent.Path = abs
+		}
+	}
 	for _, n := range p.Networks {
 		js := n.ConfigJSON
 		if js == nil {

@@ -57,7 +57,8 @@ func (l *Lab) buildHost(a plan.Addressing, h *HostState) error {
 type HostOptions struct {
 	Containers int
 	// Agent replaces the lab's default agent on the new host (a zero value:
-	// overlaylab's own). AgentArgs are extra flags for it.
+	// the lab's, what `up --agent` gave every host, else overlaylab's own).
+	// AgentArgs are extra flags for it (nil: the lab's, from --agent-arg).
 	Agent     plan.Agent
 	AgentArgs []string
 }
@@ -86,6 +87,12 @@ func (l *Lab) AddHost(ctx context.Context, o HostOptions) (*HostState, error) {
 		if per := plan.ContainersPerSubnet(cfg.SubnetLen); o.Containers > per {
 			return nil, fmt.Errorf("--containers %d: a /%d subnet holds only %d containers besides the bridge", o.Containers, cfg.SubnetLen, per)
 		}
+	}
+	if o.Agent.Path == "" && o.Agent.Args == nil {
+		o.Agent = st.Defaults.Agent
+	}
+	if o.AgentArgs == nil {
+		o.AgentArgs = st.Defaults.AgentArgs
 	}
 	agent, err := probeAgent(ctx, o.Agent, l.bin)
 	if err != nil {

@@ -40,6 +40,9 @@ type State struct {
 	// underlay addresses are never reused, so a name in an old log, capture
 	// or report always means one host.
 	NextHost int `json:"nextHost"`
+	// Defaults are what `up` gave every host (--agent PATH, --agent-arg):
+	// a host added later gets them too unless told otherwise.
+	Defaults HostDefaults `json:"defaults,omitzero"`
 }
 
 // NetworkState is one overlay network of the lab.
@@ -149,6 +152,12 @@ func (s *State) save() error {
 		return fmt.Errorf("save state: %w", err)
 	}
 	return nil
+}
+
+// HostDefaults are a lab's per-host settings given for every host.
+type HostDefaults struct {
+	Agent     plan.Agent `json:"agent,omitzero"` // Path empty: overlaylab's own
+	AgentArgs []string   `json:"agentArgs,omitempty"`
 }
 
 // ErrNoLab says no state exists for a lab.

@@ -50,6 +50,7 @@ type hostDefaults struct {
 	contPos     Pos
 	contDefault bool
 	agentArgs   []string
+	agent       plan.Agent // the agent a host-add starts (zero: overlaylab's own)
 }
 
 // errorf reports a problem unless the value at p already failed to decode.
@@ -384,7 +385,7 @@ func (r *resolver) initialHosts() {
 			spec := r.hostSpec(e.Containers, e.AgentArgs, e.Link, firstPos(e.Pos, rh.Pos))
 			spec.Agent = r.agentBinary(e.Agent, spec.Name)
 			last := r.hosts[len(r.hosts)-1]
-			r.addDefaults = hostDefaults{containers: spec.Containers, contPos: last.contPos, contDefault: last.contDefault, agentArgs: spec.AgentArgs}
+			r.addDefaults = hostDefaults{containers: spec.Containers, contPos: last.contPos, contDefault: last.contDefault, agentArgs: spec.AgentArgs, agent: spec.Agent}
 			r.s.Hosts = append(r.s.Hosts, spec)
 		}
 		r.initial = len(r.hosts)
@@ -420,6 +421,9 @@ func (r *resolver) initialHosts() {
 		cont = int(rh.Containers.Value)
 	}
 	r.addDefaults = hostDefaults{containers: cont, contPos: firstPos(rh.Containers.Pos, r.hostsPos), contDefault: !rh.Containers.IsSet(), agentArgs: rh.AgentArgs.Strings()}
+	if len(r.s.Hosts) > 0 {
+		r.addDefaults.agent = r.s.Hosts[0].Agent
+	}
 }
 
 // agentBinary resolves a host's agent: {binary: PATH, args: [...]}.

@@ -145,7 +145,7 @@ type Step struct {
 	RateBps    uint64      // rate
 	Containers int         // host-add
 	AgentArgs  []string    // host-add
-	Agent      plan.Agent  // host-add: the new host's agent (zero: the lab's default)
+	Agent      plan.Agent  // host-add: the new host's agent: the hosts mapping's, or the last listed host's (zero: overlaylab's own)
 	NoWait     bool        // agent-start: wait: false
 	Impair     *Impairment // impair
 	MTU        int         // link-mtu

@@ -257,3 +257,30 @@ func TestLoadMissingFile(t *testing.T) {
 		t.Errorf("err %v, want a not-exist error", err)
 	}
 }
+
+// A host-add starts the agent the other hosts run: the hosts mapping's, or
+// in the sequence form the last listed host's (a path relative to the file).
+func TestHostAddRunsTheLabsAgent(t *testing.T) {
+	for _, c := range []struct{ name, hosts, want string }{
+		{"mapping", "hosts: {count: 2, agent: bin/flanneld}", "/lab/bin/flanneld"},
+		{"sequence", "hosts:\n  - {}\n  - {agent: {binary: /opt/flanneld}}", "/opt/flanneld"},
+		{"ours", "hosts: {count: 2}", ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			doc := "apiVersion: overlaylab/v1\nname: t\n" + c.hosts + "\ntimeline:\n  - {name: join, at: 1s, action: host-add}\n"
+			s, err := Parse("/lab/s.yaml", []byte(doc))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got *Step
+			for i := range s.Steps {
+				if s.Steps[i].Action == ActionHostAdd {
+					got = &s.Steps[i]
+				}
+			}
+			if got == nil || got.Agent.Path != c.want {
+				t.Fatalf("host-add's agent: %+v, want %q", got, c.want)
+			}
+		})
+	}
+}

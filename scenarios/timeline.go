@@ -450,6 +450,7 @@ func (r *resolver) simulateHosts(order []*stepInfo) {
 		}
 		h := &hostInfo{index: len(r.hosts) + 1, containers: r.addDefaults.containers, contPos: r.addDefaults.contPos, contDefault: r.addDefaults.contDefault, addedBy: si}
 		si.st.Containers, si.st.AgentArgs = r.addDefaults.containers, slices.Clone(r.addDefaults.agentArgs)
+		si.st.Agent = r.addDefaults.agent
 		if si.raw.Containers.IsSet() {
 			h.contPos, h.contDefault = si.raw.Containers.Pos, false
 			h.containers = r.containerCount(si.raw.Containers, si.label+": containers")

@@ -141,8 +141,8 @@ func hostCmd() *cobra.Command {
 		},
 	}
 	add.Flags().IntVar(&containers, "containers", plan.DefaultContainers, "containers on the new host (per network)")
-	add.Flags().StringArrayVar(&agentArgs, "agent-arg", nil, "extra flag for the new agent (repeatable)")
-	add.Flags().StringVar(&agent, "agent", "", "agent binary for the new host (default overlaylab's own)")
+	add.Flags().StringArrayVar(&agentArgs, "agent-arg", nil, "extra flag for the new agent (repeatable; default: up's --agent-arg)")
+	add.Flags().StringVar(&agent, "agent", "", "agent binary for the new host (default: the lab's, from up --agent, else overlaylab's own)")
 	remove := &cobra.Command{
 		Use:   "remove HOST",
 		Short: "Remove a host: stop its agent and what runs in it, delete its lease (unless --keep-lease) and its namespaces",

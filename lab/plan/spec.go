@@ -86,8 +86,8 @@ type Network struct {
 // Agent is the agent binary a host runs. The zero value is overlaylab's own
 // agent from the binary the lab runs from.
 type Agent struct {
-	Path string   // empty: overlaylab's own (`overlaylab agent`)
-	Args []string // extra flags, passed verbatim
+	Path string   `json:"path,omitempty"` // empty: overlaylab's own (`overlaylab agent`)
+	Args []string `json:"args,omitempty"` // extra flags, passed verbatim
 }
 
 // HostSpec overrides the defaults for one host (h1 first).
