@@ -53,11 +53,11 @@ func Up(ctx context.Context, root string, s plan.Spec, o UpOptions) (*Lab, error
 	l := &Lab{root: root, name: s.Name, dir: dir, bin: o.Binary, out: o.Out, lock: lk}
 	if _, err := os.Stat(statePath(dir)); err == nil {
 		lk.release()
-		return nil, fmt.Errorf("lab %q already exists: use it, or run `overlaylab down --name %s` first", s.Name, s.Name)
+		return nil, fmt.Errorf("lab %q already exists: use it, or run `%s down --name %s` first", s.Name, selfCommand(), s.Name)
 	}
 	if ns := labNamespaces(s.Name); len(ns) > 0 {
 		lk.release()
-		return nil, fmt.Errorf("lab %q has leftover namespaces (%s, ...) but no state: run `overlaylab down --name %s` first", s.Name, ns[0], s.Name)
+		return nil, fmt.Errorf("lab %q has leftover namespaces (%s, ...) but no state: run `%s down --name %s` first", s.Name, ns[0], selfCommand(), s.Name)
 	}
 	agents, err := probeAgents(ctx, p, o.Binary)
 	var cniDir string

@@ -1,10 +1,12 @@
 package lab
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -92,6 +94,24 @@ func (p *progress) summary(st *State, root string) {
 	fmt.Fprintf(w, "  %s down%s\n", self, nameFlag)
 }
 
+// seemsAlive is alive for the table: without root another user's process
+// environment cannot be read (so its mark neither), and a running process
+// of that PID is the best there is to go by.
+func seemsAlive(pid int, lab string) bool {
+	if alive(pid, lab) {
+		return true
+	}
+	if os.Geteuid() == 0 || pid <= 0 {
+		return false
+	}
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(stat, ')')
+	return i > 0 && i+2 < len(stat) && stat[i+2] != 'Z'
+}
+
 // selfCommand is how to run this binary again, as the user did: the path
 // they typed when it has a slash (./bin/overlaylab), else the bare name
 // found on PATH.
@@ -111,7 +131,7 @@ func WriteTable(w io.Writer, st *State) {
 			cs = append(cs, c.Name+"="+c.IP)
 		}
 		agent := fmt.Sprint(h.AgentPID)
-		if !alive(h.AgentPID, st.Name) {
+		if !seemsAlive(h.AgentPID, st.Name) {
 			agent += "(dead)"
 		}
 		if !h.Agent.Ours && h.Agent.Path != "" {
@@ -122,7 +142,7 @@ func WriteTable(w io.Writer, st *State) {
 	var ms []string
 	for _, m := range st.Etcd.Members {
 		state := ""
-		if !alive(m.PID, st.Name) {
+		if !seemsAlive(m.PID, st.Name) {
 			state = ",dead"
 		}
 		ms = append(ms, fmt.Sprintf("%s in %s (pid %d%s)", m.IP, m.Netns, m.PID, state))

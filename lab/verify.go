@@ -103,8 +103,8 @@ func (l *Lab) Verify(ctx context.Context, pr *progress) error {
 		what = "sampled pairs (a container pair for every pair of hosts, and every same-host pair)"
 	}
 	if !m.OK() {
-		return fmt.Errorf("ping matrix: %d of %d %s wrong (the lab stays up for inspection; `overlaylab down --name %s` removes it)\n%s",
-			m.Failures(), m.Pairs(), what, l.name, m)
+		return fmt.Errorf("ping matrix: %d of %d %s wrong (the lab stays up for inspection; `%s down --name %s` removes it)\n%s",
+			m.Failures(), m.Pairs(), what, selfCommand(), l.name, m)
 	}
 	pr.printf("  ping matrix: %d/%d %s answered\n", m.Pairs(), m.Pairs(), what)
 	if !res.OK {

@@ -7,14 +7,17 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/overlaylab/overlaylab/overlay/backend/udp"
+
 	"github.com/overlaylab/overlaylab/overlay/subnet"
 )
 
 // DefaultSubnetFile is where flanneld writes subnet.env.
 const DefaultSubnetFile = "/run/flannel/subnet.env"
 
-// MaxUDPWorkers bounds Options.UDPWorkers.
-const MaxUDPWorkers = 1024
+// MaxUDPWorkers bounds Options.UDPWorkers: the udp backend's limit (the
+// kernel's on a TUN device's queues), checked before anything waits.
+const MaxUDPWorkers = udp.MaxWorkers
 
 // Options are the agent's settings; the CLI fills them from flanneld's flags
 // (and FLANNELD_* variables). Error messages name the flag a field comes

@@ -46,8 +46,8 @@ func TestValidate(t *testing.T) {
 		{"udp mode", func(o *Options) { o.UDPMode = "turbo" }, `--udp-mode "turbo"`},
 		{"udp mode simple", func(o *Options) { o.UDPMode = "simple" }, ""},
 		{"udp workers negative", func(o *Options) { o.UDPWorkers = -1 }, "--udp-workers -1"},
-		{"udp workers too many", func(o *Options) { o.UDPWorkers = 1025 }, "--udp-workers 1025"},
-		{"udp workers max", func(o *Options) { o.UDPWorkers = 1024 }, ""},
+		{"udp workers too many", func(o *Options) { o.UDPWorkers = 257 }, "--udp-workers 257: must be 0..256"},
+		{"udp workers max", func(o *Options) { o.UDPWorkers = 256 }, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := DefaultOptions()

@@ -451,14 +451,16 @@ etcd:
 apiVersion: overlaylab/v1
 name: t1
 etcd:
-  endpoints: ["http://10.0.0.1:2379", "ftp://x", "http://nohost", "http://h:99999"]
+  endpoints: ["http://10.0.0.1:2379", "ftp://x", "http://nohost", "http://h:99999", "https://e:2379"]
 timeline:
   - {at: 1s, action: etcd-stop}
 `),
 		want: []string{
-			`s.yaml:4:39: etcd endpoint "ftp://x": scheme must be http or https (want http://HOST:PORT or https://HOST:PORT)`,
-			`s.yaml:4:50: etcd endpoint "http://nohost": no port (want http://HOST:PORT or https://HOST:PORT)`,
-			`s.yaml:4:67: etcd endpoint "http://h:99999": port must be 1..65535`,
+			`s.yaml:4:39: etcd endpoints: give one (the lab proxies it into the lab at the etcd address)`,
+			`s.yaml:4:39: etcd endpoint "ftp://x": scheme must be http (want http://HOST:PORT)`,
+			`s.yaml:4:50: etcd endpoint "http://nohost": no port (want http://HOST:PORT)`,
+			`s.yaml:4:67: etcd endpoint "http://h:99999": port "99999" is not 1..65535`,
+			`s.yaml:4:85: etcd endpoint "https://e:2379": TLS endpoints are not proxied into a lab yet; use http`,
 			`s.yaml:6:22: step 1: etcd-stop needs the embedded etcd (this scenario uses an external one)`,
 		},
 	},
@@ -521,7 +523,7 @@ expect:
 			"s.yaml:5:95: step \"s2\": match \"some\": want all, overlay, control",
 			"s.yaml:6:59: step \"s3\": reorder sends some packets ahead of the delayed ones: set delay too",
 			"s.yaml:6:69: step \"s3\": loss 120% is outside 0..100%",
-			"s.yaml:7:57: step \"s4\": mtu 40: must be 68..9000",
+			"s.yaml:7:57: step \"s4\": mtu 40: must be 68..9000 (0 removes the narrower hop)",
 			"s.yaml:8:32: step \"s5\": offload needs at least one of tx-checksum, tso, gro (on or off)",
 			"s.yaml:9:67: step \"s6\": tso \"maybe\": want on or off",
 			"s.yaml:10:32: step \"s7\": action agent-upgrade needs binary",

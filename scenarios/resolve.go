@@ -350,9 +350,15 @@ func (r *resolver) etcd() {
 		r.errorf(eps.Pos, "etcd endpoints: empty list (omit it to use the embedded etcd)")
 		return
 	}
+	if len(eps.Values) > 1 {
+		r.errorf(eps.Values[1].Pos, "etcd endpoints: give one (the lab proxies it into the lab at the etcd address)")
+	}
 	for _, ep := range eps.Values {
-		if msg := checkEndpoint(ep.Value); msg != "" {
-			r.errorf(ep.Pos, "etcd endpoint %s", msg)
+		// The lab's own rule (what it can proxy), asked of the lab.
+		if _, err := plan.EndpointHostPort(ep.Value); err != nil {
+			var fe *plan.FieldError
+			errors.As(err, &fe)
+			r.errorf(ep.Pos, "etcd endpoint %q: %s", ep.Value, fe.Rule)
 			continue
 		}
 		r.s.EtcdEndpoints = append(r.s.EtcdEndpoints, ep.Value)

@@ -194,7 +194,7 @@ func TestResolveEtcdFaults(t *testing.T) {
 
 // A minimal file gets every default, and an external etcd is carried.
 func TestDefaults(t *testing.T) {
-	s, err := Parse("min.yaml", []byte("apiVersion: overlaylab/v1\nname: min\netcd:\n  endpoints: [http://127.0.0.1:2379, https://etcd.example:2379]\n"))
+	s, err := Parse("min.yaml", []byte("apiVersion: overlaylab/v1\nname: min\netcd:\n  endpoints: [http://127.0.0.1:2379]\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,7 +202,7 @@ func TestDefaults(t *testing.T) {
 		len(s.Hosts) != plan.DefaultHosts || s.Hosts[2].Containers != plan.DefaultContainers || len(s.Steps) != 0 || len(s.Expects) != 0 {
 		t.Errorf("defaults: %+v", s)
 	}
-	if !reflect.DeepEqual(s.EtcdEndpoints, []string{"http://127.0.0.1:2379", "https://etcd.example:2379"}) {
+	if !reflect.DeepEqual(s.EtcdEndpoints, []string{"http://127.0.0.1:2379"}) {
 		t.Errorf("endpoints %v", s.EtcdEndpoints)
 	}
 }

@@ -299,8 +299,8 @@ func (r *resolver) stepValues(si *stepInfo, allowed param) {
 	case ActionImpair:
 		st.Impair = r.impairment(si)
 	case ActionLinkMTU:
-		if v := rs.MTU.Value; v < 68 || v > plan.MaxUnderlayMTU {
-			r.errorf(rs.MTU.Pos, "%s: mtu %d: must be 68..%d", si.label, v, plan.MaxUnderlayMTU)
+		if v := rs.MTU.Value; v != 0 && (v < 68 || v > plan.MaxUnderlayMTU) {
+			r.errorf(rs.MTU.Pos, "%s: mtu %d: must be 68..%d (0 removes the narrower hop)", si.label, v, plan.MaxUnderlayMTU)
 		}
 		st.MTU = int(rs.MTU.Value)
 	case ActionOffload:

@@ -3,8 +3,6 @@ package scenarios
 import (
 	"fmt"
 	"math"
-	"net"
-	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -150,34 +148,6 @@ func parsePingResult(s string) (PingResult, float64, bool) {
 		return "", 0, false
 	}
 	return ResultLoss, v, true
-}
-
-// checkEndpoint accepts http(s)://HOST:PORT, the form etcd clients take.
-func checkEndpoint(s string) string {
-	const want = "want http://HOST:PORT or https://HOST:PORT"
-	u, err := url.Parse(s)
-	if err != nil {
-		return fmt.Sprintf("%q is not a URL (%s)", s, want)
-	}
-	switch {
-	case u.Scheme != "http" && u.Scheme != "https":
-		return fmt.Sprintf("%q: scheme must be http or https (%s)", s, want)
-	case u.Opaque != "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" || (u.Path != "" && u.Path != "/"):
-		return fmt.Sprintf("%q: only scheme, host and port are allowed (%s)", s, want)
-	case u.Hostname() == "":
-		return fmt.Sprintf("%q: no host (%s)", s, want)
-	}
-	port := u.Port()
-	if port == "" {
-		return fmt.Sprintf("%q: no port (%s)", s, want)
-	}
-	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
-		return fmt.Sprintf("%q: port must be 1..65535", s)
-	}
-	if _, _, err := net.SplitHostPort(u.Host); err != nil {
-		return fmt.Sprintf("%q: %v", s, err)
-	}
-	return ""
 }
 
 // formatHosts lists host indexes compactly: "h1..h3, h5".

@@ -119,18 +119,6 @@ func TestPingResult(t *testing.T) {
 	}
 }
 
-func TestCheckEndpoint(t *testing.T) {
-	for in, ok := range map[string]bool{
-		"http://127.0.0.1:2379": true, "https://etcd.example:2379/": true, "http://[::1]:2379": true,
-		"127.0.0.1:2379": false, "http://127.0.0.1": false, "http://:2379": false, "unix:///x": false,
-		"http://u:p@h:1": false, "http://h:1/path": false, "http://h:0": false, "http://h:x": false,
-	} {
-		if msg := checkEndpoint(in); (msg == "") != ok {
-			t.Errorf("checkEndpoint(%q) = %q, want ok %v", in, msg, ok)
-		}
-	}
-}
-
 func TestFormatHosts(t *testing.T) {
 	for _, tc := range []struct {
 		in   []int

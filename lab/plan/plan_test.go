@@ -415,3 +415,23 @@ func TestDefaultNetworkFor(t *testing.T) {
 		}
 	}
 }
+
+func TestEndpointHostPort(t *testing.T) {
+	for in, want := range map[string]string{
+		"http://127.0.0.1:2379": "127.0.0.1:2379", "http://etcd.example:2379/": "etcd.example:2379",
+		"https://etcd.example:2379": "", "127.0.0.1:2379": "", "http://127.0.0.1": "", "http://:2379": "", "unix:///x": "",
+		"http://u:p@h:1": "", "http://h:1/path": "", "http://h:0": "", "http://h:x": "", "ftp://h:1": "",
+	} {
+		got, err := EndpointHostPort(in)
+		if got != want || (want == "") != (err != nil) {
+			t.Errorf("EndpointHostPort(%q) = %q, %v; want %q", in, got, err, want)
+		}
+		var fe *FieldError
+		if err != nil && (!errors.As(err, &fe) || fe.Field != "etcd-endpoints") {
+			t.Errorf("EndpointHostPort(%q): %v is not an etcd-endpoints field error", in, err)
+		}
+	}
+	if _, err := EndpointHostPort("https://e:2379"); err == nil || !strings.Contains(err.Error(), "TLS endpoints are not proxied") {
+		t.Errorf("https: %v", err)
+	}
+}

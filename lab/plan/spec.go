@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"net/url"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -335,6 +336,9 @@ func (e Etcd) check() error {
 	default:
 		return ferr("etcd-members", strconv.Itoa(e.Members), "use 1, 3 or 5 (a quorum needs an odd number)")
 	}
+	if len(e.Endpoints) > 1 {
+		return ferr("etcd-endpoints", strings.Join(e.Endpoints, ","), "give one: the lab proxies it into the lab at the etcd address")
+	}
 	if len(e.Endpoints) > 0 {
 		if e.Members > 1 {
 			return ferr("etcd-members", strconv.Itoa(e.Members), "applies to the embedded etcd, not to --etcd-endpoints")
@@ -351,25 +355,29 @@ func (e Etcd) check() error {
 	return nil
 }
 
-// EndpointHostPort checks an external etcd endpoint (http://HOST:PORT) and
-// returns HOST:PORT.
+// EndpointHostPort checks an external etcd endpoint (http://HOST:PORT, the
+// one form the lab can proxy into a lab) and returns HOST:PORT.
 func EndpointHostPort(endpoint string) (string, error) {
-	if strings.HasPrefix(endpoint, "https://") {
+	const want = "want http://HOST:PORT"
+	u, err := url.Parse(endpoint)
+	switch {
+	case err != nil:
+		return "", ferr("etcd-endpoints", strconv.Quote(endpoint), "not a URL (%s)", want)
+	case u.Scheme == "https":
 		return "", ferr("etcd-endpoints", endpoint, "TLS endpoints are not proxied into a lab yet; use http")
+	case u.Scheme != "http":
+		return "", ferr("etcd-endpoints", strconv.Quote(endpoint), "scheme must be http (%s)", want)
+	case u.Opaque != "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" || (u.Path != "" && u.Path != "/"):
+		return "", ferr("etcd-endpoints", strconv.Quote(endpoint), "only scheme, host and port are allowed (%s)", want)
+	case u.Hostname() == "":
+		return "", ferr("etcd-endpoints", strconv.Quote(endpoint), "no host (%s)", want)
+	case u.Port() == "":
+		return "", ferr("etcd-endpoints", strconv.Quote(endpoint), "no port (%s)", want)
 	}
-	s, ok := strings.CutPrefix(endpoint, "http://")
-	if !ok {
-		return "", ferr("etcd-endpoints", endpoint, "want http://HOST:PORT")
+	if n, err := strconv.Atoi(u.Port()); err != nil || n < 1 || n > 65535 {
+		return "", ferr("etcd-endpoints", strconv.Quote(endpoint), "port %q is not 1..65535", u.Port())
 	}
-	s = strings.TrimSuffix(s, "/")
-	host, port, found := strings.Cut(s, ":")
-	if !found || host == "" || port == "" {
-		return "", ferr("etcd-endpoints", endpoint, "give host:port")
-	}
-	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-		return "", ferr("etcd-endpoints", endpoint, "port %q is not 1..65535", port)
-	}
-	return s, nil
+	return u.Host, nil
 }
 
 // ContainersOn is host i's container count (per network).

@@ -54,7 +54,10 @@ import (
 
 // maxWorkers is the kernel's limit on the queues of a TUN device
 // (MAX_TAP_QUEUES).
-const maxWorkers = 256
+const maxWorkers = MaxWorkers
+
+// MaxWorkers is the most --udp-workers the backend takes.
+const MaxWorkers = 256
 
 // workerCount resolves the Workers option: 0 is one worker per CPU the Go
 // runtime will run this process on at once (GOMAXPROCS, which Go derives
