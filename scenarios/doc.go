@@ -33,7 +33,7 @@
 //	  cidr: 192.168.77.0/24  # default; a /28 or larger, not overlapping the network
 //	  mtu: 1500              # 576..9000; default: the kernel's
 //	etcd:
-//	  embedded: true         # default; or members: 1|3|5; or endpoints: [http://HOST:PORT, ...]
+//	  embedded: true         # default; or members: 1|3|5; or endpoints: [http://HOST:PORT] (one, http)
 //	hosts:                   # a mapping ...
 //	  count: 3               # default 3; 1..65000
 //	  containers: 2          # default 2; 0..250 per host (and network)

@@ -411,9 +411,9 @@ type AgentCheck struct {
 	// Alive: the host's agent runs (or, false, does not). Ready: it is
 	// ready (our agent's /readyz; another agent's subnet.env and lease).
 	Alive, Ready *bool
-	// Restarts bounds how often the host's agent process changed since
-	// ready: a new agent process in the host, whether a step or something
-	// else (a supervisor, an agent re-executing itself) started it.
+	// Restarts bounds the agent processes the host had since ready that
+	// the lab did not start (a supervisor, a person, an agent re-executing
+	// itself); the lab's own starts, kills and upgrades are steps.
 	Restarts *Compare
 }
 
