@@ -20,11 +20,15 @@ const defaultPerfDoc = "docs/PERFORMANCE.md"
 func benchCmd() *cobra.Command {
 	o := bench.Options{Progress: os.Stderr}
 	var configs, output, doc string
+	var all []string
+	for _, c := range bench.DefaultConfigs() {
+		all = append(all, c.Name)
+	}
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Measure the data plane: TCP throughput, RTT and agent CPU/RSS per backend vs a no-overlay baseline (root)",
-		Long: `Builds one 2-host × 1-container lab per configuration (baseline, udp-fast, udp-simple, vxlan,
-host-gw), measures them in interleaved rounds, prints a table of medians (min–max), ratios and
+		Long: `Builds one 2-host × 1-container lab per configuration (` + strings.Join(all, ", ") + `),
+measures them in interleaved rounds, prints a table of medians (min–max), ratios and
 targets, tears every lab down and rewrites the data-plane section of docs/PERFORMANCE.md.
 A configuration that does not come up is reported as such; the others are still measured.`,
 		Args: cobra.NoArgs,
@@ -65,10 +69,6 @@ A configuration that does not come up is reported as such; the others are still 
 	f := cmd.Flags()
 	f.IntVar(&o.Rounds, "rounds", 3, "rounds; each measures every configuration once")
 	f.DurationVar(&o.Duration, "duration", 5*time.Second, "length of each TCP transfer (the first 0.5s is not measured)")
-	var all []string
-	for _, c := range bench.DefaultConfigs() {
-		all = append(all, c.Name)
-	}
 	f.StringVar(&configs, "configs", "", "comma-separated subset of: "+strings.Join(all, ",")+" (default all)")
 	f.StringVarP(&output, "output", "o", "", "output format: table or json")
 	f.StringVar(&doc, "doc", defaultPerfDoc, `markdown file whose data-plane section is rewritten ("" to skip)`)
