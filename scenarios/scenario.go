@@ -294,7 +294,7 @@ const (
 	WhenAt     WhenKind = "at"     // At after ready
 	WhenAfter  WhenKind = "after"  // Delay after Step completes
 	WhenDuring WhenKind = "during" // continuously over From..To
-	WhenFinal  WhenKind = "final"  // after the whole timeline
+	WhenFinal  WhenKind = "final"  // after the whole timeline and every other check
 )
 
 // When is the timing of an expectation.

@@ -46,11 +46,12 @@ type runner struct {
 	lease map[string]string // host -> subnet at ready (and at join, for added hosts)
 	watch *agentWatch
 
-	doneMu   sync.Mutex
-	done     map[string]chan struct{} // step name -> closed when it completed
-	doneAt   map[string]time.Duration
-	timeline chan struct{} // closed when every step has been played
-	failed   bool          // any expectation failed (decides pcap retention)
+	doneMu    sync.Mutex
+	done      map[string]chan struct{} // step name -> closed when it completed
+	doneAt    map[string]time.Duration
+	stepsOver chan struct{} // closed when every step has played (or the timeline stopped)
+	timeline  chan struct{} // closed when, besides, every non-final check has ended
+	failed    bool          // any expectation failed (decides pcap retention)
 }
 
 // Run builds the scenario's lab, plays its timeline, checks its
@@ -74,7 +75,7 @@ func Run(ctx context.Context, sc *scenarios.Scenario, o Options) (*report.Result
 		return nil, fmt.Errorf("output dir: %w", err)
 	}
 	r := &runner{sc: sc, o: o, lease: map[string]string{}, done: map[string]chan struct{}{}, doneAt: map[string]time.Duration{},
-		timeline: make(chan struct{})}
+		timeline: make(chan struct{}), stepsOver: make(chan struct{})}
 	r.res = &report.Result{Scenario: sc.Name, Label: o.Label, File: sc.File, Lab: o.Lab, Seed: sc.Seed, Backend: sc.Backend,
 		Network: sc.Network.Network.String(), Runtime: string(sc.Runtime), Started: time.Now()}
 	for _, s := range sc.Steps {
@@ -150,9 +151,15 @@ func (r *runner) play(ctx context.Context) {
 	defer stopWatch()
 	r.watch = r.watchAgents(wctx)
 
-	var wg sync.WaitGroup
+	// Final checks run once every step has played and every other check
+	// has ended (a window still open is not the end).
+	var others, finals sync.WaitGroup
 	results := make([]report.ExpectResult, len(r.sc.Expects))
 	for i := range r.sc.Expects {
+		wg := &others
+		if r.sc.Expects[i].When.Kind == scenarios.WhenFinal {
+			wg = &finals
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -160,8 +167,10 @@ func (r *runner) play(ctx context.Context) {
 		}()
 	}
 	r.playSteps(ctx)
+	close(r.stepsOver)
+	others.Wait()
 	close(r.timeline)
-	wg.Wait()
+	finals.Wait()
 	r.res.Expectations = results
 	for _, e := range results {
 		if !e.Passed {

@@ -77,7 +77,7 @@ func (r *runner) waitStep(ctx context.Context, name string) {
 	select {
 	case <-ctx.Done():
 	case <-ch:
-	case <-r.timeline: // the timeline ended without it (an earlier step failed)
+	case <-r.stepsOver: // the timeline ended without it (an earlier step failed)
 	}
 }
 
