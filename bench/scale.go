@@ -107,18 +107,19 @@ func RunScale(ctx context.Context, o ScaleOptions) (*ScaleReport, error) {
 	if err := o.defaults(); err != nil {
 		return nil, err
 	}
-	rep := &ScaleReport{Date: time.Now().UTC(), Machine: ReadMachine(), Command: o.Command, Underlay: o.Underlay}
-	for _, n := range o.Hosts {
+	rep := &ScaleReport{Date: time.Now().UTC(), Command: o.Command, Underlay: o.Underlay}
+	for i, n := range o.Hosts {
 		name := fmt.Sprintf("%s%d", o.LabPrefix, n)
 		if lab.Exists(o.StateRoot, name) {
 			return rep, fmt.Errorf("lab %q already exists: remove it with `overlaylab down --name %s` and run again", name, name)
 		}
-		if len(rep.Runs) > 0 {
-			// The kernel frees a removed lab's namespaces in the
-			// background, minutes of work for a large one: measure the
-			// next lab on a quiet machine.
-			fmt.Fprintf(o.Progress, "  waiting for the machine to settle\n")
-			waitQuiet(ctx, 5*time.Minute)
+		// The kernel frees a removed lab's namespaces in the background,
+		// minutes of work for a large one (this run's or an earlier one's):
+		// measure each lab on a quiet machine.
+		fmt.Fprintf(o.Progress, "  waiting for the machine to settle\n")
+		waitQuiet(ctx, 5*time.Minute)
+		if i == 0 {
+			rep.Machine = ReadMachine()
 		}
 		fmt.Fprintf(o.Progress, "• %d hosts × %d containers, %s (lab %s)\n", n, o.Containers, o.Backend, name)
 		run := scaleOne(ctx, o, name, n)

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -195,6 +196,7 @@ func (l *Lab) startAgents(ctx context.Context, p *plan.Plan, hosts []string, tim
 	slots := make(chan struct{}, startingAgents)
 	var mu sync.Mutex
 	var ready []string
+	var lastReady atomic.Int64 // unix ns of the last agent that became ready
 	var err error
 	for k, name := range hosts {
 		select {
@@ -225,14 +227,21 @@ func (l *Lab) startAgents(ctx context.Context, p *plan.Plan, hosts []string, tim
 				break
 			}
 		}
-		// Each agent gets the time one agent gets from when it started:
-		// a large lab's last agents start minutes after its first.
+		// Each agent gets the time one agent gets from when it started
+		// (a large lab's last agents start minutes after its first), and
+		// more while other agents keep becoming ready: on a loaded machine
+		// etcd answers a thousandth agent slowly, and that agent is not
+		// stuck while the lab still moves.
 		startedAt := time.Now()
+		deadline := func() time.Time {
+			return later(startedAt, time.Unix(0, lastReady.Load())).Add(timeout)
+		}
 		g.Go(func() error {
 			defer func() { <-slots }()
-			if err := l.waitReady(gctx, st, h, startedAt, startedAt.Add(timeout), timeout); err != nil {
+			if err := l.waitReady(gctx, st, h, startedAt, deadline, timeout, "of its start and of the last agent that became ready"); err != nil {
 				return err
 			}
+			lastReady.Store(time.Now().UnixNano())
 			mu.Lock()
 			ready = append(ready, h.Name)
 			mu.Unlock()
@@ -290,7 +299,7 @@ func (l *Lab) waitAgents(ctx context.Context, hosts []string, timeout time.Durat
 		}
 		started := time.Now()
 		g.Go(func() error {
-			if err := l.waitReady(ctx, st, h, started, deadline, timeout); err != nil {
+			if err := l.waitReady(ctx, st, h, started, func() time.Time { return deadline }, timeout, ""); err != nil {
 				return err
 			}
 			mu.Lock()
@@ -302,8 +311,10 @@ func (l *Lab) waitAgents(ctx context.Context, hosts []string, timeout time.Durat
 	return errors.Join(g.Wait(), l.recordReady(ready))
 }
 
-// waitReady polls until h's agent is ready, it exits, or the deadline.
-func (l *Lab) waitReady(ctx context.Context, st *State, h *HostState, started, deadline time.Time, timeout time.Duration) error {
+// waitReady polls until h's agent is ready, it exits, or the deadline
+// passes (asked each time: it may move); budget says what timeout counts
+// from, when not from the start of the wait.
+func (l *Lab) waitReady(ctx context.Context, st *State, h *HostState, started time.Time, deadline func() time.Time, timeout time.Duration, budget string) error {
 	for {
 		ok, why := l.agentReady(ctx, st, h, started)
 		if ok {
@@ -312,8 +323,12 @@ func (l *Lab) waitReady(ctx context.Context, st *State, h *HostState, started, d
 		if !alive(h.AgentPID, l.name) {
 			return fmt.Errorf("agent on %s (%s, pid %d) exited before it was ready\n--- %s ---\n%s", h.Name, h.Agent.Path, h.AgentPID, h.AgentLog, tail(h.AgentLog, 20))
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("agent on %s (%s, pid %d) not ready within %s: %s\n--- %s ---\n%s", h.Name, h.Agent.Path, h.AgentPID, timeout, why, h.AgentLog, tail(h.AgentLog, 20))
+		if time.Now().After(deadline()) {
+			within := timeout.String()
+			if budget != "" {
+				within += " " + budget
+			}
+			return fmt.Errorf("agent on %s (%s, pid %d) not ready within %s: %s\n--- %s ---\n%s", h.Name, h.Agent.Path, h.AgentPID, within, why, h.AgentLog, tail(h.AgentLog, 20))
 		}
 		select {
 		case <-ctx.Done():
@@ -579,4 +594,12 @@ func (s *State) AgentProcesses(host string) []int {
 		}
 	}
 	return pids
+}
+
+// later returns the later of a and b.
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
