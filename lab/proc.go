@@ -132,6 +132,12 @@ func alive(pid int, lab string) bool {
 			return false
 		}
 	}
+	return running(pid)
+}
+
+// running reports whether pid is a process that has not exited (a zombie
+// has).
+func running(pid int) bool {
 	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
 		return false

@@ -1,12 +1,10 @@
 package lab
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -104,12 +102,7 @@ func seemsAlive(pid int, lab string) bool {
 	if os.Geteuid() == 0 || pid <= 0 {
 		return false
 	}
-	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	i := bytes.LastIndexByte(stat, ')')
-	return i > 0 && i+2 < len(stat) && stat[i+2] != 'Z'
+	return running(pid)
 }
 
 // selfCommand is how to run this binary again, as the user did: the path
