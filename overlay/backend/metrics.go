@@ -31,7 +31,11 @@ type Metrics struct {
 	EncapBytes   atomic.Uint64
 	DecapPackets atomic.Uint64
 	DecapBytes   atomic.Uint64
-	drops        [dropReasons]atomic.Uint64
+	// GROStrays counts datagrams that a UDP GRO batch of the underlay
+	// delivered to another udp worker than the flow steering chooses
+	// (several workers only): such flows can be reordered.
+	GROStrays atomic.Uint64
+	drops     [dropReasons]atomic.Uint64
 }
 
 // Drop counts one discarded packet.
@@ -64,6 +68,8 @@ func WritePrometheusAll(w io.Writer, ms []Labeled) {
 	family("overlaylab_encap_bytes_total", "Inner bytes encapsulated towards peers.", func(m *Metrics) uint64 { return m.EncapBytes.Load() })
 	family("overlaylab_decap_packets_total", "Packets decapsulated from peers.", func(m *Metrics) uint64 { return m.DecapPackets.Load() })
 	family("overlaylab_decap_bytes_total", "Inner bytes decapsulated from peers.", func(m *Metrics) uint64 { return m.DecapBytes.Load() })
+	family("overlaylab_udp_gro_stray_packets_total", "Datagrams an underlay GRO batch gave to another udp worker than their flow's (several workers only; such flows can be reordered).",
+		func(m *Metrics) uint64 { return m.GROStrays.Load() })
 	fmt.Fprintf(w, "# HELP overlaylab_dropped_packets_total Packets dropped by the datapath, by reason.\n# TYPE overlaylab_dropped_packets_total counter\n")
 	for _, l := range ms {
 		sep := ""

@@ -17,6 +17,8 @@ func TestWritePrometheusSingle(t *testing.T) {
 		"# HELP overlaylab_encap_bytes_total Inner bytes encapsulated towards peers.\n# TYPE overlaylab_encap_bytes_total counter\noverlaylab_encap_bytes_total 0\n" +
 		"# HELP overlaylab_decap_packets_total Packets decapsulated from peers.\n# TYPE overlaylab_decap_packets_total counter\noverlaylab_decap_packets_total 0\n" +
 		"# HELP overlaylab_decap_bytes_total Inner bytes decapsulated from peers.\n# TYPE overlaylab_decap_bytes_total counter\noverlaylab_decap_bytes_total 0\n" +
+		"# HELP overlaylab_udp_gro_stray_packets_total Datagrams an underlay GRO batch gave to another udp worker than their flow's (several workers only; such flows can be reordered).\n" +
+		"# TYPE overlaylab_udp_gro_stray_packets_total counter\noverlaylab_udp_gro_stray_packets_total 0\n" +
 		"# HELP overlaylab_dropped_packets_total Packets dropped by the datapath, by reason.\n# TYPE overlaylab_dropped_packets_total counter\n" +
 		"overlaylab_dropped_packets_total{reason=\"no_route\"} 0\noverlaylab_dropped_packets_total{reason=\"malformed\"} 0\n" +
 		"overlaylab_dropped_packets_total{reason=\"not_ipv4\"} 0\noverlaylab_dropped_packets_total{reason=\"not_peer\"} 0\n" +

@@ -311,6 +311,9 @@ func TestStraysCounted(t *testing.T) {
 	if len(got) != 3 || x.ws[0].strays != 2 {
 		t.Fatalf("%d packets, %d strays; want 3 and 2", len(got), x.ws[0].strays)
 	}
+	if m := x.ws[0].b.metrics.GROStrays.Load(); m != 2 {
+		t.Fatalf("overlaylab_udp_gro_stray_packets_total %d, want 2", m)
+	}
 }
 
 // pending says whether the datapath wrote something within ms.

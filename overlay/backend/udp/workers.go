@@ -18,7 +18,8 @@ package udp
 //     long as no device on the underlay merges datagrams of different flows
 //     itself (GRO on a physical NIC can, for sockets with UDP_GRO; veth does
 //     not): such a merged batch goes whole to the worker of its first flow,
-//     which notices and says so in the log (checkStray).
+//     which notices, logs the first and counts them all in /metrics
+//     (checkStray, overlaylab_udp_gro_stray_packets_total).
 //   - Sent (container → wire): the kernel picks the TUN queue of a packet
 //     leaving through flannel0 (tun_select_queue, "automq"): the queue on
 //     which the agent last wrote a packet of the same flow (the kernel
@@ -435,6 +436,7 @@ func (w *worker) checkStray(seg []byte) {
 				"flows can be reordered; use --udp-workers=1, or turn the device's UDP GRO off", "worker", w.id)
 		}
 		w.strays++
+		w.b.metrics.GROStrays.Add(1)
 	}
 }
 
