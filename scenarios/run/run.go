@@ -50,7 +50,6 @@ type runner struct {
 	done      map[string]chan struct{} // step name -> closed when it completed
 	doneAt    map[string]time.Duration
 	stepsOver chan struct{} // closed when every step has played (or the timeline stopped)
-	timeline  chan struct{} // closed when, besides, every non-final check has ended
 	failed    bool          // any expectation failed (decides pcap retention)
 }
 
@@ -75,7 +74,7 @@ func Run(ctx context.Context, sc *scenarios.Scenario, o Options) (*report.Result
 		return nil, fmt.Errorf("output dir: %w", err)
 	}
 	r := &runner{sc: sc, o: o, lease: map[string]string{}, done: map[string]chan struct{}{}, doneAt: map[string]time.Duration{},
-		timeline: make(chan struct{}), stepsOver: make(chan struct{})}
+		stepsOver: make(chan struct{})}
 	r.res = &report.Result{Scenario: sc.Name, Label: o.Label, File: sc.File, Lab: o.Lab, Seed: sc.Seed, Backend: sc.Backend,
 		Network: sc.Network.Network.String(), Runtime: string(sc.Runtime), Started: time.Now()}
 	for _, s := range sc.Steps {
@@ -151,26 +150,8 @@ func (r *runner) play(ctx context.Context) {
 	defer stopWatch()
 	r.watch = r.watchAgents(wctx)
 
-	// Final checks run once every step has played and every other check
-	// has ended (a window still open is not the end).
-	var others, finals sync.WaitGroup
-	results := make([]report.ExpectResult, len(r.sc.Expects))
-	for i := range r.sc.Expects {
-		wg := &others
-		if r.sc.Expects[i].When.Kind == scenarios.WhenFinal {
-			wg = &finals
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			results[i] = r.expect(ctx, &r.sc.Expects[i])
-		}()
-	}
-	r.playSteps(ctx)
-	close(r.stepsOver)
-	others.Wait()
-	close(r.timeline)
-	finals.Wait()
+	results := schedule(r.sc.Expects, func() { r.playSteps(ctx) }, r.stepsOver,
+		func(e *scenarios.Expectation) report.ExpectResult { return r.expect(ctx, e) })
 	r.res.Expectations = results
 	for _, e := range results {
 		if !e.Passed {
@@ -260,4 +241,36 @@ func (r *runner) recordLeases(h *lab.HostState) {
 	for net, sub := range h.Subnets {
 		r.lease[h.Name+"/"+net] = sub
 	}
+}
+
+// schedule plays the timeline (play) while checking every expectation
+// that is not final, each on its own goroutine from the start (each waits
+// for its own moment). Once play has returned, stepsOver is closed (a check
+// waiting on a step that never came stops waiting); once every one of
+// those checks has ended as well, and only then, the final checks start: a
+// window still open is not the end. The results are in the order of
+// expects.
+func schedule(expects []scenarios.Expectation, play func(), stepsOver chan struct{},
+	check func(*scenarios.Expectation) report.ExpectResult) []report.ExpectResult {
+	results := make([]report.ExpectResult, len(expects))
+	start := func(wg *sync.WaitGroup, final bool) {
+		for i := range expects {
+			if (expects[i].When.Kind == scenarios.WhenFinal) != final {
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				results[i] = check(&expects[i])
+			}()
+		}
+	}
+	var others, finals sync.WaitGroup
+	start(&others, false)
+	play()
+	close(stepsOver)
+	others.Wait()
+	start(&finals, true)
+	finals.Wait()
+	return results
 }
