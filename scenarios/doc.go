@@ -106,6 +106,12 @@
 //
 // # Checks
 //
+// Each expectation has one check and one moment: at an offset from ready,
+// after a step (plus delay), during a window (from, to: offsets or step
+// names), or final: after every step and every other check has ended. A
+// point check is retried until it holds or within passes; a window check
+// must hold throughout.
+//
 //	ping       from, to, result, size (36..65535), df
 //	encap      host, port, vni (defaults from the backend; udp and vxlan)
 //	lease      host, state (unchanged, changed), network (tenants)
