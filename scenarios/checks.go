@@ -11,35 +11,11 @@ import (
 // checkList names every check, in the order error messages list them.
 const checkList = "ping, encap, lease, route, agent, pmtu, flow, tcp, log, resources, metric, neigh or fdb"
 
-// moreChecks resolves the checks beyond the first five.
-func (r *resolver) moreChecks(re *RawExpect, e *Expectation, label string) {
-	switch e.Kind {
-	case KindPMTU:
-		e.PMTU = r.pmtu(re.PMTU, label)
-	case KindFlow:
-		e.Flow = r.flow(re.Flow, label)
-	case KindTCP:
-		e.TCP = r.tcp(re.TCP, label)
-	case KindLog:
-		e.Log = r.logCheck(re.Log, label)
-	case KindResources:
-		e.Resources = r.resources(re.Resources, label)
-	case KindMetric:
-		e.Metric = r.metric(re.Metric, label)
-	case KindNeigh:
-		e.Neigh = r.neigh(re.Neigh, label)
-	case KindFDB:
-		e.FDB = r.fdb(re.FDB, label)
-	}
-}
-
 // one is a selector that must name exactly one container (h1/c2).
 func (r *resolver) one(v String, at Pos, what string) Selector {
 	s := r.selector(v, at, what)
-	if s.Host == "*" || s.Container == "*" {
-		if v.IsSet() && s.Host != "" {
-			r.errorf(v.Pos, "%s %q: name one container (e.g. h1/c1)", what, v.Value)
-		}
+	if (s.Host == "*" || s.Container == "*") && v.IsSet() && s.Host != "" {
+		r.errorf(v.Pos, "%s %q: name one container (e.g. h1/c1)", what, v.Value)
 	}
 	return s
 }
@@ -130,8 +106,7 @@ func (r *resolver) resources(p *RawResources, label string) *ResourcesCheck {
 			if !strings.HasSuffix(strings.TrimSpace(s), "%") {
 				return 0, fmt.Sprintf("%q: want a percentage of one core, e.g. 20%%", s)
 			}
-			v, m := parsePercentUnbounded(s)
-			return v, m
+			return parsePercentUnbounded(s)
 		})
 		if msg != "" {
 			r.errorf(p.CPU.Pos, "%s: resources cpu %s", label, msg)
@@ -185,10 +160,7 @@ func (r *resolver) neigh(p *RawNeigh, label string) *NeighCheck {
 		c.Present = p.Present.Value
 	}
 	if peer, ok := strings.CutPrefix(strings.TrimSpace(p.IP.Value), "peer:"); ok {
-		if i := hostIndex(peer); !r.hostsBroken && (i < 1 || i > len(r.hosts)) {
-			r.errorf(p.IP.Pos, "%s: neigh ip %q: unknown host %q (hosts: %s)", label, p.IP.Value, peer, r.allHosts())
-		}
-		c.IPPeer = peer
+		c.IPPeer = r.peer(p.IP, peer, label+": neigh ip")
 	} else if ip, err := netip.ParseAddr(strings.TrimSpace(p.IP.Value)); !p.IP.IsSet() || err != nil || !ip.Is4() {
 		r.errorf(firstPos(p.IP.Pos, p.Pos), "%s: neigh needs ip (an IPv4 address, or peer:HOST for that host's VTEP address)", label)
 	} else {
@@ -221,10 +193,7 @@ func (r *resolver) fdb(p *RawFDB, label string) *FDBCheck {
 	if p.Dst.IsSet() {
 		dst := strings.TrimSpace(p.Dst.Value)
 		if peer, ok := strings.CutPrefix(dst, "peer:"); ok {
-			if i := hostIndex(peer); !r.hostsBroken && (i < 1 || i > len(r.hosts)) {
-				r.errorf(p.Dst.Pos, "%s: fdb dst %q: unknown host %q (hosts: %s)", label, p.Dst.Value, peer, r.allHosts())
-			}
-			c.DstPeer = peer
+			c.DstPeer = r.peer(p.Dst, peer, label+": fdb dst")
 		} else if a, err := netip.ParseAddr(dst); err != nil || !a.Is4() {
 			r.errorf(p.Dst.Pos, "%s: fdb dst %q: want an IPv4 address or peer:HOST", label, p.Dst.Value)
 		} else {
@@ -241,10 +210,7 @@ func (r *resolver) routeVia(p *RawRoute, c *RouteCheck, label string) {
 	}
 	via := strings.TrimSpace(p.Via.Value)
 	if peer, ok := strings.CutPrefix(via, "peer:"); ok {
-		if i := hostIndex(peer); !r.hostsBroken && (i < 1 || i > len(r.hosts)) {
-			r.errorf(p.Via.Pos, "%s: route via %q: unknown host %q (hosts: %s)", label, p.Via.Value, peer, r.allHosts())
-		}
-		c.ViaPeer = peer
+		c.ViaPeer = r.peer(p.Via, peer, label+": route via")
 		return
 	}
 	a, err := netip.ParseAddr(via)
@@ -253,4 +219,20 @@ func (r *resolver) routeVia(p *RawRoute, c *RouteCheck, label string) {
 		return
 	}
 	c.Via = a
+}
+
+// peer checks the HOST of a peer:HOST value v (what names the field) against
+// the hosts the scenario ever has, and returns it.
+func (r *resolver) peer(v String, peer, what string) string {
+	if !r.knownHost(peer) {
+		r.errorf(v.Pos, "%s %q: unknown host %q (hosts: %s)", what, v.Value, peer, r.allHosts())
+	}
+	return peer
+}
+
+// knownHost reports whether name is a host the scenario has at some point
+// (or the hosts could not be read, so no name is to blame).
+func (r *resolver) knownHost(name string) bool {
+	i := hostIndex(name)
+	return r.hostsBroken || i >= 1 && i <= len(r.hosts)
 }

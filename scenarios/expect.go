@@ -183,8 +183,22 @@ func (r *resolver) expectCheck(re *RawExpect, e *Expectation, label string) {
 		e.Route = r.route(re.Route, label)
 	case KindAgent:
 		e.Agent = r.agent(re.Agent, label)
-	default:
-		r.moreChecks(re, e, label)
+	case KindPMTU:
+		e.PMTU = r.pmtu(re.PMTU, label)
+	case KindFlow:
+		e.Flow = r.flow(re.Flow, label)
+	case KindTCP:
+		e.TCP = r.tcp(re.TCP, label)
+	case KindLog:
+		e.Log = r.logCheck(re.Log, label)
+	case KindResources:
+		e.Resources = r.resources(re.Resources, label)
+	case KindMetric:
+		e.Metric = r.metric(re.Metric, label)
+	case KindNeigh:
+		e.Neigh = r.neigh(re.Neigh, label)
+	case KindFDB:
+		e.FDB = r.fdb(re.FDB, label)
 	}
 	windowed := e.Kind == KindFlow || e.Kind == KindResources
 	if windowed && e.When.Kind != WhenDuring && (re.At.IsSet() || re.After.IsSet() || re.Final.IsSet()) {
@@ -199,7 +213,7 @@ func (r *resolver) host(v String, at Pos, what string) string {
 		r.errorf(at, "%s needs host", what)
 		return ""
 	}
-	if i := hostIndex(v.Value); !r.hostsBroken && (i < 1 || i > len(r.hosts)) {
+	if !r.knownHost(v.Value) {
 		r.errorf(v.Pos, "%s: unknown host %q (hosts: %s)", what, v.Value, r.allHosts())
 	}
 	return v.Value
@@ -338,10 +352,10 @@ func (r *resolver) route(p *RawRoute, label string) *RouteCheck {
 	if peer, ok := strings.CutPrefix(dst, "peer:"); ok {
 		r.routeVia(p, c, label)
 		c.Peer = peer
-		switch i := hostIndex(peer); {
-		case r.hostsBroken:
-		case i < 1 || i > len(r.hosts):
+		switch {
+		case !r.knownHost(peer):
 			r.errorf(p.Dst.Pos, "%s: route dst %q: unknown host %q (hosts: %s)", label, p.Dst.Value, peer, r.allHosts())
+		case r.hostsBroken:
 		case peer == c.Host:
 			r.errorf(p.Dst.Pos, "%s: route dst %q: a host's own subnet is on its bridge, not routed to a peer", label, p.Dst.Value)
 		}

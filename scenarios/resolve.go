@@ -61,6 +61,17 @@ func (r *resolver) errorf(p Pos, format string, args ...any) {
 	r.d.errorf(p, format, args...)
 }
 
+// planError is a refusal of lab/plan's checks as a FieldError, whose Rule
+// the scenario reports without the CLI flag that Error names (a scenario
+// has YAML keys instead).
+func planError(err error) *plan.FieldError {
+	var fe *plan.FieldError
+	if errors.As(err, &fe) {
+		return fe
+	}
+	return &plan.FieldError{Rule: err.Error()}
+}
+
 // firstPos returns the first valid position: the most precise one written.
 func firstPos(ps ...Pos) Pos {
 	for _, p := range ps {
@@ -254,9 +265,7 @@ func (r *resolver) tenants() {
 			continue
 		}
 		if err := plan.CheckNetworkName(t.Name.Value); err != nil {
-			var fe *plan.FieldError
-			errors.As(err, &fe)
-			r.errorf(t.Name.Pos, "%s: name %q: %s", label, t.Name.Value, fe.Rule)
+			r.errorf(t.Name.Pos, "%s: name %q: %s", label, t.Name.Value, planError(err).Rule)
 			continue
 		}
 		if names[t.Name.Value] {
@@ -278,8 +287,7 @@ func (r *resolver) tenants() {
 		return
 	}
 	if err := plan.CheckTenants(nets); err != nil {
-		var fe *plan.FieldError
-		errors.As(err, &fe)
+		fe := planError(err)
 		r.errorf(list.Pos, "networks: network %s %s", fe.Value, fe.Rule)
 		return
 	}
@@ -356,9 +364,7 @@ func (r *resolver) etcd() {
 	for _, ep := range eps.Values {
 		// The lab's own rule (what it can proxy), asked of the lab.
 		if _, err := plan.EndpointHostPort(ep.Value); err != nil {
-			var fe *plan.FieldError
-			errors.As(err, &fe)
-			r.errorf(ep.Pos, "etcd endpoint %q: %s", ep.Value, fe.Rule)
+			r.errorf(ep.Pos, "etcd endpoint %q: %s", ep.Value, planError(err).Rule)
 			continue
 		}
 		r.s.EtcdEndpoints = append(r.s.EtcdEndpoints, ep.Value)
@@ -411,14 +417,16 @@ func (r *resolver) initialHosts() {
 			return
 		}
 	}
+	var agent plan.Agent
+	if rh.Agent.IsSet() {
+		if strings.TrimSpace(rh.Agent.Value) == "" {
+			r.errorf(rh.Agent.Pos, "hosts agent: an empty path (omit it for overlaylab's own agent)")
+		}
+		agent = plan.Agent{Path: r.binaryPath(rh.Agent.Value)}
+	}
 	for range count {
 		spec := r.hostSpec(rh.Containers, rh.AgentArgs, rh.Link, r.hostsPos)
-		if rh.Agent.IsSet() {
-			if strings.TrimSpace(rh.Agent.Value) == "" {
-				r.errorf(rh.Agent.Pos, "hosts agent: an empty path (omit it for overlaylab's own agent)")
-			}
-			spec.Agent = plan.Agent{Path: r.binaryPath(rh.Agent.Value)}
-		}
+		spec.Agent = agent
 		r.s.Hosts = append(r.s.Hosts, spec)
 	}
 	r.initial = len(r.hosts)
@@ -426,10 +434,7 @@ func (r *resolver) initialHosts() {
 	if rh.Containers.IsSet() && rh.Containers.Value >= 0 && rh.Containers.Value <= plan.MaxContainers {
 		cont = int(rh.Containers.Value)
 	}
-	r.addDefaults = hostDefaults{containers: cont, contPos: firstPos(rh.Containers.Pos, r.hostsPos), contDefault: !rh.Containers.IsSet(), agentArgs: rh.AgentArgs.Strings()}
-	if len(r.s.Hosts) > 0 {
-		r.addDefaults.agent = r.s.Hosts[0].Agent
-	}
+	r.addDefaults = hostDefaults{containers: cont, contPos: firstPos(rh.Containers.Pos, r.hostsPos), contDefault: !rh.Containers.IsSet(), agentArgs: rh.AgentArgs.Strings(), agent: agent}
 }
 
 // agentBinary resolves a host's agent: {binary: PATH, args: [...]}.
@@ -533,11 +538,7 @@ func (r *resolver) capacity() {
 		return
 	}
 	if err := plan.CheckName(s.Lab); err != nil {
-		var fe *plan.FieldError
-		msg := err.Error()
-		if errors.As(err, &fe) {
-			msg = fe.Rule
-		}
+		msg := planError(err).Rule
 		if r.labFrom == "lab" {
 			r.errorf(r.labPos, "lab %q: %s", s.Lab, msg)
 		} else {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -56,12 +57,8 @@ A configuration that does not come up is reported as such; the others are still 
 			if perr := printResult(output, rep, func() { bench.WriteTable(os.Stdout, rep) }); perr != nil {
 				return perr
 			}
-			// An interrupted run is not a measurement to publish.
-			if doc != "" && cmd.Context().Err() == nil {
-				if derr := bench.UpdateDoc(doc, bench.SectionDataPlane, bench.Markdown(rep)); derr != nil {
-					return errors.Join(err, derr)
-				}
-				fmt.Fprintf(os.Stderr, "wrote the data-plane section of %s\n", doc)
+			if derr := updateDoc(cmd.Context(), doc, bench.SectionDataPlane, "data-plane", func() string { return bench.Markdown(rep) }); derr != nil {
+				return errors.Join(err, derr)
 			}
 			return err
 		},
@@ -103,11 +100,10 @@ scale section of docs/PERFORMANCE.md.`,
 			if perr := printResult(output, rep, func() { fmt.Print(bench.ScaleMarkdown(rep)) }); perr != nil {
 				return perr
 			}
-			if doc != "" && cmd.Context().Err() == nil && len(rep.Runs) > 0 {
-				if derr := bench.UpdateDoc(doc, bench.SectionScale, bench.ScaleMarkdown(rep)); derr != nil {
+			if len(rep.Runs) > 0 {
+				if derr := updateDoc(cmd.Context(), doc, bench.SectionScale, "scale", func() string { return bench.ScaleMarkdown(rep) }); derr != nil {
 					return errors.Join(err, derr)
 				}
-				fmt.Fprintf(os.Stderr, "wrote the scale section of %s\n", doc)
 			}
 			if err == nil {
 				for _, r := range rep.Runs {
@@ -154,11 +150,8 @@ once. Rewrites the control-plane section of docs/PERFORMANCE.md.`,
 			if perr := printResult(output, rep, func() { bench.WriteControlTable(os.Stdout, rep) }); perr != nil {
 				return perr
 			}
-			if doc != "" && cmd.Context().Err() == nil {
-				if derr := bench.UpdateDoc(doc, bench.SectionControl, bench.ControlMarkdown(rep)); derr != nil {
-					return errors.Join(err, derr)
-				}
-				fmt.Fprintf(os.Stderr, "wrote the control-plane section of %s\n", doc)
+			if derr := updateDoc(cmd.Context(), doc, bench.SectionControl, "control-plane", func() string { return bench.ControlMarkdown(rep) }); derr != nil {
+				return errors.Join(err, derr)
 			}
 			if err == nil && !rep.OK {
 				err = errors.New("control bench: verification failed (see the table)")
@@ -175,6 +168,20 @@ once. Rewrites the control-plane section of docs/PERFORMANCE.md.`,
 	f.StringVarP(&output, "output", "o", "", "output format: table or json")
 	f.StringVar(&doc, "doc", defaultPerfDoc, `markdown file whose control-plane section is rewritten ("" to skip)`)
 	return cmd
+}
+
+// updateDoc rewrites one section of the performance doc (none when doc is
+// "") with a finished run's markdown: an interrupted run (ctx ended) is not
+// a measurement to publish.
+func updateDoc(ctx context.Context, doc, section, what string, markdown func() string) error {
+	if doc == "" || ctx.Err() != nil {
+		return nil
+	}
+	if err := bench.UpdateDoc(doc, section, markdown()); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "wrote the %s section of %s\n", what, doc)
+	return nil
 }
 
 func checkOutput(output string) error {

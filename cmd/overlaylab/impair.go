@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/overlaylab/overlaylab/internal/linkem"
 	"github.com/overlaylab/overlaylab/lab"
@@ -26,7 +27,15 @@ Every random decision is seeded: the same seed and the same packets give the sam
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if clear {
-				if cmd.Flags().NFlag() > countLabFlags(cmd)+1 {
+				impairing := false
+				cmd.Flags().Visit(func(f *pflag.Flag) {
+					switch f.Name {
+					case "clear", "name", "state-dir":
+					default:
+						impairing = true
+					}
+				})
+				if impairing {
 					return fmt.Errorf("--clear takes no impairment flags")
 				}
 				return withLab(cmd.Context(), root, name, "impair "+args[0]+" --clear", func(l *lab.Lab) error {
@@ -88,15 +97,4 @@ Every random decision is seeded: the same seed and the same packets give the sam
 	f.Int64Var(&seed, "seed", 0, "seed of every random decision (0: the lab's seed, else 1)")
 	f.BoolVar(&clear, "clear", false, "remove the impairment")
 	return cmd
-}
-
-// countLabFlags counts the --name/--state-dir flags given.
-func countLabFlags(cmd *cobra.Command) int {
-	n := 0
-	for _, f := range []string{"name", "state-dir"} {
-		if cmd.Flags().Changed(f) {
-			n++
-		}
-	}
-	return n
 }

@@ -171,7 +171,7 @@ func planRuns(scs []*scenarios.Scenario, agents []string, repeat int, out string
 	}
 	single := len(runs) == 1
 	if out == "" {
-		out = "overlaylab-results"
+		out = defaultResults
 		if single {
 			out = filepath.Join(out, scs[0].Name)
 		}
@@ -252,8 +252,8 @@ func playSuite(ctx context.Context, runs []suiteRun, parallel int, root, out str
 	}
 	wg.Wait()
 	passed := 0
-	for _, r := range results {
-		if r.Err == "" && r.Result != nil && r.Result.Passed {
+	for i := range results {
+		if results[i].Passed() {
 			passed++
 		}
 	}
@@ -270,9 +270,13 @@ func playSuite(ctx context.Context, runs []suiteRun, parallel int, root, out str
 	return nil
 }
 
+// defaultResults is where runs write without --out.
+const defaultResults = "overlaylab-results"
+
+// suiteDir is where a suite's combined reports go.
 func suiteDir(out string) string {
 	if out == "" {
-		return "overlaylab-results"
+		return defaultResults
 	}
 	return out
 }

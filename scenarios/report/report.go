@@ -47,7 +47,7 @@ func WriteReports(dir string, r *Result) ([]string, error) {
 	paths := make([]string, 0, len(writers))
 	for _, wr := range writers {
 		path := filepath.Join(dir, wr.name)
-		if err := writeFileAtomic(path, r, wr.write); err != nil {
+		if err := writeFileAtomic(path, func(w io.Writer) error { return wr.write(w, r) }); err != nil {
 			return paths, fmt.Errorf("write %s: %w", path, err)
 		}
 		paths = append(paths, path)
@@ -55,7 +55,8 @@ func WriteReports(dir string, r *Result) ([]string, error) {
 	return paths, nil
 }
 
-func writeFileAtomic(path string, r *Result, write func(io.Writer, *Result) error) (err error) {
+// writeFileAtomic writes path through a temporary file renamed into place.
+func writeFileAtomic(path string, write func(io.Writer) error) (err error) {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
 	if err != nil {
 		return err
@@ -66,7 +67,7 @@ func writeFileAtomic(path string, r *Result, write func(io.Writer, *Result) erro
 			os.Remove(f.Name())
 		}
 	}()
-	if err = write(f, r); err != nil {
+	if err = write(f); err != nil {
 		return err
 	}
 	// CreateTemp makes the file 0600; reports are meant to be read by CI and
@@ -119,6 +120,8 @@ type junitSuite struct {
 	Properties []junitProperty `xml:"properties>property,omitempty"`
 	Cases      []junitCase     `xml:"testcase"`
 	SystemOut  *junitCDATA     `xml:"system-out,omitempty"`
+
+	dur time.Duration // what Time says, for the root's total
 }
 
 type junitCDATA struct {
@@ -160,7 +163,6 @@ func WriteJUnit(w io.Writer, r *Result) error {
 func junitSuiteOf(r *Result, name string) junitSuite {
 	suite := junitSuite{
 		Name: name,
-		Time: junitSeconds(r.Duration),
 		Properties: []junitProperty{
 			{"file", r.File},
 			{"lab", r.Lab},
@@ -202,13 +204,19 @@ func junitSuiteOf(r *Result, name string) junitSuite {
 		}
 		suite.Cases = append(suite.Cases, c)
 	}
-	suite.Tests = len(suite.Cases)
-	for _, c := range suite.Cases {
+	suite.tally(r.Duration)
+	return suite
+}
+
+// tally sets the suite's counts from its cases, and its time.
+func (s *junitSuite) tally(d time.Duration) {
+	s.Tests, s.Failures = len(s.Cases), 0
+	for _, c := range s.Cases {
 		if c.Failure != nil {
-			suite.Failures++
+			s.Failures++
 		}
 	}
-	return suite
+	s.Time, s.dur = junitSeconds(d), d
 }
 
 // writeJUnitDoc writes suites under one testsuites root.
@@ -218,9 +226,7 @@ func writeJUnitDoc(w io.Writer, suites []junitSuite) error {
 	for _, s := range suites {
 		doc.Tests += s.Tests
 		doc.Failures += s.Failures
-		var secs float64
-		fmt.Sscan(s.Time, &secs)
-		total += time.Duration(secs * float64(time.Second))
+		total += s.dur
 	}
 	doc.Time = junitSeconds(total)
 	if _, err := io.WriteString(w, xml.Header); err != nil {

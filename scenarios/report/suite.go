@@ -23,7 +23,8 @@ type SuiteRun struct {
 	Err string
 }
 
-func (r *SuiteRun) passed() bool { return r.Err == "" && r.Result != nil && r.Result.Passed }
+// Passed reports whether the run played and every expectation held.
+func (r *SuiteRun) Passed() bool { return r.Err == "" && r.Result != nil && r.Result.Passed }
 
 // WriteSuite writes junit.xml (one testsuite per scenario and agent, one
 // testcase per expectation and repetition) and index.html (a pass/fail grid
@@ -37,21 +38,9 @@ func WriteSuite(dir string, runs []SuiteRun) ([]string, error) {
 	for _, w := range []struct {
 		name  string
 		write func(io.Writer, []SuiteRun) error
-	}{{"junit.xml", writeSuiteJUnit}, {"index.html", writeSuiteIndex}} {
+	}{{reportJUnitName, writeSuiteJUnit}, {"index.html", writeSuiteIndex}} {
 		p := filepath.Join(dir, w.name)
-		f, err := os.CreateTemp(dir, "."+w.name+".*")
-		if err != nil {
-			return paths, err
-		}
-		err = w.write(f, runs)
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err == nil {
-			err = os.Rename(f.Name(), p)
-		}
-		if err != nil {
-			os.Remove(f.Name())
+		if err := writeFileAtomic(p, func(f io.Writer) error { return w.write(f, runs) }); err != nil {
 			return paths, fmt.Errorf("write %s: %w", p, err)
 		}
 		paths = append(paths, p)
@@ -119,19 +108,13 @@ func writeSuiteJUnit(w io.Writer, runs []SuiteRun) error {
 				}
 			}
 			all.Name = name
-			all.Tests, all.Failures = len(all.Cases), 0
 			var dur time.Duration
-			for _, c := range all.Cases {
-				if c.Failure != nil {
-					all.Failures++
-				}
-			}
 			for _, r := range rs {
 				if r.Result != nil {
 					dur += r.Result.Duration
 				}
 			}
-			all.Time = junitSeconds(dur)
+			all.tally(dur)
 			all.SystemOut = nil
 			suites = append(suites, all)
 		}
@@ -189,7 +172,7 @@ func writeSuiteIndex(w io.Writer, runs []SuiteRun) error {
 					ir.Repeat = r.Repeat
 				}
 				switch {
-				case r.passed():
+				case r.Passed():
 					c.Passed++
 					v.Passed++
 					ir.Mark = "✓"

@@ -34,8 +34,7 @@ func (w *agentWatch) sample() {
 
 func (r *runner) watchAgents(ctx context.Context) *agentWatch {
 	w := &agentWatch{r: r, seen: map[string][]int{}}
-	sample := w.sample
-	sample()
+	w.sample()
 	go func() {
 		t := time.NewTicker(200 * time.Millisecond)
 		defer t.Stop()
@@ -44,7 +43,7 @@ func (r *runner) watchAgents(ctx context.Context) *agentWatch {
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				sample()
+				w.sample()
 			}
 		}
 	}()

@@ -14,70 +14,85 @@ import (
 	"github.com/overlaylab/overlaylab/scenarios/report"
 )
 
-// The checks of the second vocabulary. State checks (log, metric, route,
-// neigh, fdb) run through retry like the first ones; pmtu, tcp, flow and
-// resources measure something and have their own timing.
+// State checks (log, metric, route, neigh, fdb) run through retry; pmtu,
+// tcp, flow and resources measure something and have their own timing.
+
+// selects reports whether a selector picks the lab's container ep.
+func selects(s scenarios.Selector, ep lab.Endpoint) bool {
+	host, ctr, _ := strings.Cut(ep.Name, "/")
+	return s.Match(host, ctr)
+}
 
 // endpoint resolves a selector naming one container.
 func endpoint(st *lab.State, s scenarios.Selector) (lab.Endpoint, error) {
-	for _, h := range st.Hosts {
-		for _, c := range h.Containers {
-			if s.Match(h.Name, c.Name) {
-				return lab.Endpoint{Name: h.Name + "/" + c.Name, Netns: c.Netns, IP: netip.MustParseAddr(c.IP)}, nil
-			}
+	for _, ep := range st.Endpoints("") {
+		if selects(s, ep) {
+			return ep, nil
 		}
 	}
 	return lab.Endpoint{}, fmt.Errorf("no container %s in the lab now", s)
 }
 
-// measured runs the checks that measure over their own time; ok=false for
-// the other kinds.
-func (r *runner) measured(ctx context.Context, e *scenarios.Expectation, end <-chan struct{}, res *report.ExpectResult) (bool, string, bool) {
-	switch e.Kind {
-	case scenarios.KindPMTU:
-		pass, msg := r.checkPMTU(ctx, e)
-		return pass, msg, true
-	case scenarios.KindTCP:
-		pass, msg := r.checkTCP(ctx, e)
-		return pass, msg, true
-	case scenarios.KindFlow:
-		pass, msg, flow := r.checkFlow(ctx, e, end)
-		res.Flow = flow
-		return pass, msg, true
-	case scenarios.KindResources:
-		pass, msg := r.checkResources(ctx, e, end)
-		return pass, msg, true
+// endpoints resolves a check's two selectors, each naming one container.
+func endpoints(st *lab.State, from, to scenarios.Selector) (lab.Endpoint, lab.Endpoint, error) {
+	f, err := endpoint(st, from)
+	if err != nil {
+		return f, lab.Endpoint{}, err
 	}
-	return false, "", false
+	t, err := endpoint(st, to)
+	return f, t, err
 }
 
-// state runs one evaluation of the state checks of the second vocabulary.
-func (r *runner) state(ctx context.Context, st *lab.State, e *scenarios.Expectation) (bool, string, bool) {
-	switch e.Kind {
-	case scenarios.KindLog:
-		pass, msg := checkLog(st, e.Log)
-		return pass, msg, true
-	case scenarios.KindMetric:
-		pass, msg := checkMetric(ctx, st, e.Metric)
-		return pass, msg, true
-	case scenarios.KindNeigh:
-		pass, msg := r.checkNeigh(st, e.Neigh)
-		return pass, msg, true
-	case scenarios.KindFDB:
-		pass, msg := r.checkFDB(st, e.FDB)
-		return pass, msg, true
+// hostNow finds a host of the lab as it is now.
+func hostNow(st *lab.State, name string) (*lab.HostState, error) {
+	if h, ok := st.Host(name); ok {
+		return h, nil
 	}
-	return false, "", false
+	return nil, fmt.Errorf("host %s is not in the lab", name)
+}
+
+// peerSubnet is the subnet peer held at ready (or when it joined).
+func (r *runner) peerSubnet(peer string) (netip.Prefix, error) {
+	r.mu.Lock()
+	sub := r.lease[peer]
+	r.mu.Unlock()
+	p, err := netip.ParsePrefix(sub)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("peer %s has no known subnet", peer)
+	}
+	return p, nil
+}
+
+// peerUnderlay is peer's underlay address now.
+func peerUnderlay(st *lab.State, peer string) (netip.Addr, error) {
+	h, ok := st.Host(peer)
+	if !ok {
+		return netip.Addr{}, fmt.Errorf("peer %s is not in the lab", peer)
+	}
+	return netip.MustParseAddr(h.UnderlayIP), nil
+}
+
+// waitEnd waits until a window ends (or ctx does).
+func waitEnd(ctx context.Context, end <-chan struct{}) {
+	select {
+	case <-end:
+	case <-ctx.Done():
+	}
+}
+
+// untilEnd is ctx, cancelled also when the window ends.
+func untilEnd(ctx context.Context, end <-chan struct{}) (context.Context, context.CancelFunc) {
+	wctx, cancel := context.WithCancel(ctx)
+	go func() {
+		waitEnd(wctx, end)
+		cancel()
+	}()
+	return wctx, cancel
 }
 
 func (r *runner) checkPMTU(ctx context.Context, e *scenarios.Expectation) (bool, string) {
 	c := e.PMTU
-	st := r.lab.Snapshot()
-	from, err := endpoint(st, c.From)
-	if err != nil {
-		return false, err.Error()
-	}
-	to, err := endpoint(st, c.To)
+	from, to, err := endpoints(r.lab.Snapshot(), c.From, c.To)
 	if err != nil {
 		return false, err.Error()
 	}
@@ -102,12 +117,7 @@ func (r *runner) checkPMTU(ctx context.Context, e *scenarios.Expectation) (bool,
 
 func (r *runner) checkTCP(ctx context.Context, e *scenarios.Expectation) (bool, string) {
 	c := e.TCP
-	st := r.lab.Snapshot()
-	from, err := endpoint(st, c.From)
-	if err != nil {
-		return false, err.Error()
-	}
-	to, err := endpoint(st, c.To)
+	from, to, err := endpoints(r.lab.Snapshot(), c.From, c.To)
 	if err != nil {
 		return false, err.Error()
 	}
@@ -131,12 +141,7 @@ func (r *runner) checkTCP(ctx context.Context, e *scenarios.Expectation) (bool, 
 // stall longer than maxStall, an average rate of at least minRate.
 func (r *runner) checkFlow(ctx context.Context, e *scenarios.Expectation, end <-chan struct{}) (bool, string, *report.FlowResult) {
 	c := e.Flow
-	st := r.lab.Snapshot()
-	from, err := endpoint(st, c.From)
-	if err != nil {
-		return false, err.Error(), nil
-	}
-	to, err := endpoint(st, c.To)
+	from, to, err := endpoints(r.lab.Snapshot(), c.From, c.To)
 	if err != nil {
 		return false, err.Error(), nil
 	}
@@ -148,10 +153,7 @@ func (r *runner) checkFlow(ctx context.Context, e *scenarios.Expectation, end <-
 	if err != nil {
 		return false, err.Error(), nil
 	}
-	select {
-	case <-end:
-	case <-ctx.Done():
-	}
+	waitEnd(ctx, end)
 	res := f.Stop()
 	fr := &report.FlowResult{Proto: res.Proto, Bytes: res.Bytes, Duration: res.Duration, MaxStall: res.MaxStall, Broken: res.Broken}
 	for _, s := range res.Samples {
@@ -186,20 +188,13 @@ func flowPort(name string) int {
 
 func (r *runner) checkResources(ctx context.Context, e *scenarios.Expectation, end <-chan struct{}) (bool, string) {
 	c := e.Resources
-	st := r.lab.Snapshot()
-	h, ok := st.Host(c.Host)
-	if !ok {
-		return false, fmt.Sprintf("host %s is not in the lab", c.Host)
+	h, err := hostNow(r.lab.Snapshot(), c.Host)
+	if err != nil {
+		return false, err.Error()
 	}
-	sctx, cancel := context.WithCancel(ctx)
-	go func() {
-		select {
-		case <-end:
-		case <-ctx.Done():
-		}
-		cancel()
-	}()
+	sctx, cancel := untilEnd(ctx, end)
 	u, err := lab.SampleProcess(sctx, h.AgentPID, 200*time.Millisecond)
+	cancel()
 	if err != nil {
 		return false, err.Error()
 	}
@@ -217,9 +212,9 @@ func (r *runner) checkResources(ctx context.Context, e *scenarios.Expectation, e
 }
 
 func checkLog(st *lab.State, c *scenarios.LogCheck) (bool, string) {
-	h, ok := st.Host(c.Host)
-	if !ok {
-		return false, fmt.Sprintf("host %s is not in the lab", c.Host)
+	h, err := hostNow(st, c.Host)
+	if err != nil {
+		return false, err.Error()
 	}
 	data, err := os.ReadFile(h.AgentLog)
 	if err != nil {
@@ -242,9 +237,9 @@ func checkLog(st *lab.State, c *scenarios.LogCheck) (bool, string) {
 }
 
 func checkMetric(ctx context.Context, st *lab.State, c *scenarios.MetricCheck) (bool, string) {
-	h, ok := st.Host(c.Host)
-	if !ok {
-		return false, fmt.Sprintf("host %s is not in the lab", c.Host)
+	h, err := hostNow(st, c.Host)
+	if err != nil {
+		return false, err.Error()
 	}
 	ms, err := lab.Metrics(ctx, h.Netns)
 	if err != nil {
@@ -289,18 +284,15 @@ func labelText(ls map[string]string) string {
 }
 
 func (r *runner) checkNeigh(st *lab.State, c *scenarios.NeighCheck) (bool, string) {
-	h, ok := st.Host(c.Host)
-	if !ok {
-		return false, fmt.Sprintf("host %s is not in the lab", c.Host)
+	h, err := hostNow(st, c.Host)
+	if err != nil {
+		return false, err.Error()
 	}
 	ip := c.IP
 	if c.IPPeer != "" {
-		r.mu.Lock()
-		sub := r.lease[c.IPPeer]
-		r.mu.Unlock()
-		p, err := netip.ParsePrefix(sub)
+		p, err := r.peerSubnet(c.IPPeer)
 		if err != nil {
-			return false, fmt.Sprintf("peer %s has no known subnet", c.IPPeer)
+			return false, err.Error()
 		}
 		ip = p.Addr()
 	}
@@ -318,17 +310,15 @@ func (r *runner) checkNeigh(st *lab.State, c *scenarios.NeighCheck) (bool, strin
 }
 
 func (r *runner) checkFDB(st *lab.State, c *scenarios.FDBCheck) (bool, string) {
-	h, ok := st.Host(c.Host)
-	if !ok {
-		return false, fmt.Sprintf("host %s is not in the lab", c.Host)
+	h, err := hostNow(st, c.Host)
+	if err != nil {
+		return false, err.Error()
 	}
 	dst := c.Dst
 	if c.DstPeer != "" {
-		p, ok := st.Host(c.DstPeer)
-		if !ok {
-			return false, fmt.Sprintf("peer %s is not in the lab", c.DstPeer)
+		if dst, err = peerUnderlay(st, c.DstPeer); err != nil {
+			return false, err.Error()
 		}
-		dst = netip.MustParseAddr(p.UnderlayIP)
 	}
 	es, err := lab.FDB(h.Netns)
 	if err != nil {

@@ -3,7 +3,6 @@ package run
 import (
 	"context"
 	"fmt"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -50,11 +49,16 @@ func (r *runner) expect(ctx context.Context, e *scenarios.Expectation) report.Ex
 		pass, msg, res.Matrix, res.Pcap = r.checkPing(ctx, e, end)
 	case scenarios.KindEncap:
 		pass, msg, res.Pcap = r.checkEncap(ctx, e, end)
+	case scenarios.KindPMTU:
+		pass, msg = r.checkPMTU(ctx, e)
+	case scenarios.KindTCP:
+		pass, msg = r.checkTCP(ctx, e)
+	case scenarios.KindFlow:
+		pass, msg, res.Flow = r.checkFlow(ctx, e, end)
+	case scenarios.KindResources:
+		pass, msg = r.checkResources(ctx, e, end)
 	default:
-		var measured bool
-		if pass, msg, measured = r.measured(ctx, e, end, &res); !measured {
-			pass, msg = r.retry(ctx, e, end)
-		}
+		pass, msg = r.retry(ctx, e, end)
 	}
 	res.End = r.since()
 	res.Passed, res.Message = pass, msg
@@ -115,9 +119,14 @@ func (r *runner) retry(ctx context.Context, e *scenarios.Expectation, end <-chan
 			return r.checkRoute(st, e.Route)
 		case scenarios.KindAgent:
 			return r.checkAgent(ctx, st, e.Agent)
-		}
-		if pass, msg, ok := r.state(ctx, st, e); ok {
-			return pass, msg
+		case scenarios.KindLog:
+			return checkLog(st, e.Log)
+		case scenarios.KindMetric:
+			return checkMetric(ctx, st, e.Metric)
+		case scenarios.KindNeigh:
+			return r.checkNeigh(st, e.Neigh)
+		case scenarios.KindFDB:
+			return r.checkFDB(st, e.FDB)
 		}
 		return false, fmt.Sprintf("no check for %s", e.Kind)
 	}
@@ -161,9 +170,9 @@ func (r *runner) checkLease(ctx context.Context, st *lab.State, c *scenarios.Lea
 	r.mu.Lock()
 	was := r.lease[key]
 	r.mu.Unlock()
-	h, ok := st.Host(c.Host)
-	if !ok {
-		return false, fmt.Sprintf("host %s is not in the lab", c.Host)
+	h, err := hostNow(st, c.Host)
+	if err != nil {
+		return false, err.Error()
 	}
 	now, err := st.LeaseOf(ctx, c.Network, h.UnderlayIP)
 	if err != nil {
@@ -185,28 +194,20 @@ func orNone(s string) string {
 }
 
 func (r *runner) checkRoute(st *lab.State, c *scenarios.RouteCheck) (bool, string) {
-	h, ok := st.Host(c.Host)
-	if !ok {
-		return false, fmt.Sprintf("host %s is not in the lab", c.Host)
+	h, err := hostNow(st, c.Host)
+	if err != nil {
+		return false, err.Error()
 	}
-	dst := c.Dst
+	dst, via := c.Dst, c.Via
 	if c.Peer != "" {
-		r.mu.Lock()
-		sub := r.lease[c.Peer]
-		r.mu.Unlock()
-		p, err := netip.ParsePrefix(sub)
-		if err != nil {
-			return false, fmt.Sprintf("peer %s has no known subnet", c.Peer)
+		if dst, err = r.peerSubnet(c.Peer); err != nil {
+			return false, err.Error()
 		}
-		dst = p
 	}
-	via := c.Via
 	if c.ViaPeer != "" {
-		p, ok := st.Host(c.ViaPeer)
-		if !ok {
-			return false, fmt.Sprintf("peer %s is not in the lab", c.ViaPeer)
+		if via, err = peerUnderlay(st, c.ViaPeer); err != nil {
+			return false, err.Error()
 		}
-		via = netip.MustParseAddr(p.UnderlayIP)
 	}
 	table, err := lab.RouteTable(h.Netns)
 	if err != nil {
@@ -237,9 +238,9 @@ func (r *runner) checkRoute(st *lab.State, c *scenarios.RouteCheck) (bool, strin
 }
 
 func (r *runner) checkAgent(ctx context.Context, st *lab.State, c *scenarios.AgentCheck) (bool, string) {
-	h, ok := st.Host(c.Host)
-	if !ok {
-		return false, fmt.Sprintf("host %s is not in the lab", c.Host)
+	h, err := hostNow(st, c.Host)
+	if err != nil {
+		return false, err.Error()
 	}
 	if c.Alive != nil || c.Ready != nil || c.Restarts != nil {
 		return r.checkAgentState(ctx, st, h, c)
@@ -269,13 +270,10 @@ func pingPairs(st *lab.State, c *scenarios.PingCheck) ([]lab.Endpoint, func(i, j
 	type sel struct{ from, to bool }
 	var eps []lab.Endpoint
 	var sels []sel
-	for _, h := range st.Hosts {
-		for _, ct := range h.Containers {
-			s := sel{c.From.Match(h.Name, ct.Name), c.To.Match(h.Name, ct.Name)}
-			if s.from || s.to {
-				eps = append(eps, lab.Endpoint{Name: h.Name + "/" + ct.Name, Netns: ct.Netns, IP: netip.MustParseAddr(ct.IP)})
-				sels = append(sels, s)
-			}
+	for _, ep := range st.Endpoints("") {
+		if s := (sel{selects(c.From, ep), selects(c.To, ep)}); s.from || s.to {
+			eps = append(eps, ep)
+			sels = append(sels, s)
 		}
 	}
 	return eps, func(i, j int) bool { return i != j && sels[i].from && sels[j].to }
@@ -308,14 +306,7 @@ func (r *runner) checkPing(ctx context.Context, e *scenarios.Expectation, end <-
 	var m *lab.Matrix
 	var err error
 	if end != nil {
-		wctx, cancel := context.WithCancel(ctx)
-		go func() {
-			select {
-			case <-end:
-			case <-ctx.Done():
-			}
-			cancel()
-		}()
+		wctx, cancel := untilEnd(ctx, end)
 		var counts *lab.Counts
 		counts, err = lab.Probe(wctx, eps, pair, lab.ProbeOptions{Interval: 200 * time.Millisecond, Size: c.Size, DF: c.DF})
 		cancel()
@@ -407,10 +398,7 @@ func (r *runner) checkEncap(ctx context.Context, e *scenarios.Expectation, end <
 	}
 	if end != nil {
 		w.Traffic = func(ctx context.Context) ([]lab.Endpoint, *lab.Matrix, error) {
-			select {
-			case <-end:
-			case <-ctx.Done():
-			}
+			waitEnd(ctx, end)
 			return nil, nil, nil
 		}
 	} else {

@@ -187,8 +187,7 @@ func (r *runner) applyLinks() error {
 
 // spec is the lab the scenario asks for.
 func (r *runner) spec() plan.Spec {
-	cfgJSON, _ := r.sc.Network.Marshal()
-	nets := []plan.Network{{Config: r.sc.Network, ConfigJSON: cfgJSON}}
+	nets := []plan.Network{{Config: r.sc.Network}}
 	if len(r.sc.Tenants) > 0 {
 		nets = nil
 		for _, t := range r.sc.Tenants {

@@ -29,10 +29,11 @@ func (r *runner) playSteps(ctx context.Context) {
 		if !sleepUntil(ctx, start) {
 			return
 		}
-		r.logf("▶ %s: %s", step.Label(), describeStep(step))
+		detail := stepDetail(step)
+		r.logf("▶ %s: %s", step.Label(), describeStep(step, detail))
 		t0 := time.Now()
 		err := r.do(ctx, step)
-		sr := report.StepResult{Name: step.Label(), Action: string(step.Action), Host: step.Host, Detail: stepDetail(step),
+		sr := report.StepResult{Name: step.Label(), Action: string(step.Action), Host: step.Host, Detail: detail,
 			At: t0.Sub(r.ready), Duration: time.Since(t0)}
 		if err != nil {
 			sr.Error = err.Error()
@@ -81,13 +82,14 @@ func (r *runner) waitStep(ctx context.Context, name string) {
 	}
 }
 
-func describeStep(s *scenarios.Step) string {
+// describeStep is a step in the live log: its action, host and detail.
+func describeStep(s *scenarios.Step, detail string) string {
 	d := string(s.Action)
 	if s.Host != "" {
 		d += " " + s.Host
 	}
-	if det := stepDetail(s); det != "" {
-		d += " (" + det + ")"
+	if detail != "" {
+		d += " (" + detail + ")"
 	}
 	return d
 }
@@ -184,8 +186,67 @@ func (r *runner) do(ctx context.Context, s *scenarios.Step) error {
 		return nil
 	case scenarios.ActionConfigSet:
 		return l.PutConfig(ctx, s.Network, s.Config)
+	case scenarios.ActionImpair:
+		im := s.Impair
+		seed := im.Seed
+		if seed == 0 {
+			seed = r.sc.Seed // a run is a reproduction: the scenario's seed by default
+		}
+		return l.Impair(ctx, s.Host, lab.Impairment{Delay: im.Delay, Jitter: im.Jitter, Loss: im.Loss, Reorder: im.Reorder,
+			Duplicate: im.Duplicate, Corrupt: im.Corrupt, RateBps: im.RateBps, Direction: im.Direction, Match: im.Match, Seed: seed})
+	case scenarios.ActionImpairClear:
+		return l.ImpairClear(ctx, s.Host)
+	case scenarios.ActionLinkMTU:
+		return l.SetLinkMTU(ctx, s.Host, s.MTU)
+	case scenarios.ActionEtcdCompact:
+		rev, err := l.EtcdCompact(ctx)
+		if err == nil {
+			r.logf("  compacted etcd at revision %d", rev)
+		}
+		return err
+	case scenarios.ActionEtcdWipe:
+		return l.EtcdWipe(ctx, s.KeepConfig)
+	case scenarios.ActionOffload:
+		changed, err := l.SetOffloads(s.Host, s.Offload.Dev, offloadMap(s.Offload))
+		if err == nil {
+			r.logf("  %s %s: %s", s.Host, s.Offload.Dev, strings.Join(changed, ", "))
+		}
+		return err
+	case scenarios.ActionAgentUpgrade:
+		return l.UpgradeAgent(ctx, s.Host, s.Binary, false)
 	}
-	return r.doMore(ctx, s)
+	return fmt.Errorf("unknown action %q", s.Action)
+}
+
+type offloadSwitch struct {
+	name string
+	on   *bool // nil: left as it is
+}
+
+// offloads names a step's offload switches, in the order reports list them.
+func offloads(o *scenarios.Offload) []offloadSwitch {
+	return []offloadSwitch{{"tx-checksum", o.TxChecksum}, {"tso", o.TSO}, {"gro", o.GRO}}
+}
+
+// offloadMap is the switches a step sets, as the lab takes them.
+func offloadMap(o *scenarios.Offload) map[string]bool {
+	m := map[string]bool{}
+	for _, x := range offloads(o) {
+		if x.on != nil {
+			m[x.name] = *x.on
+		}
+	}
+	return m
+}
+
+func offloadDetail(o *scenarios.Offload) string {
+	var parts []string
+	for _, x := range offloads(o) {
+		if x.on != nil {
+			parts = append(parts, x.name+" "+map[bool]string{true: "on", false: "off"}[*x.on])
+		}
+	}
+	return o.Dev + ": " + strings.Join(parts, ", ")
 }
 
 func (r *runner) hostAdd(ctx context.Context, s *scenarios.Step) error {
