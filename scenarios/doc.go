@@ -121,7 +121,7 @@
 //	agent      host, and exitCode | log: REGEXP | any of alive, ready, restarts
 //	log        host, match (REGEXP), count (default ">=1")
 //	metric     host, name, labels, value
-//	tcp        from, to, port, result (connect, refused, timeout)
+//	tcp        from, to, port, result (connect, refused, timeout), within
 //	pmtu       from, to, mtu (68..65535)
 //	flow       from, to, proto (tcp, udp), maxStall, minRate (during only)
 //	resources  host, cpu, rss (during only)

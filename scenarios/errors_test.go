@@ -17,6 +17,20 @@ type brokenCase struct {
 
 var brokenCases = []brokenCase{
 	{
+		name: "tcp within given twice",
+		yaml: doc(`
+apiVersion: overlaylab/v1
+name: t1
+expect:
+  - {name: e1, tcp: {from: h1/c1, to: h2/c1, port: 80, within: 3s}, at: 1s, within: 5s}
+  - {name: e2, tcp: {from: h1/c1, to: h2/c1, port: 80, within: 3s}, during: {from: 1s, to: 2s}}
+`),
+		want: []string{
+			`s.yaml:4:64: expect "e1": within is given twice (in tcp and in the expectation): give one`,
+			`s.yaml:5:64: expect "e2": within applies to point checks, not to a during window`,
+		},
+	},
+	{
 		name: "unknown top-level field",
 		yaml: doc(`
 apiVersion: overlaylab/v1

@@ -100,13 +100,20 @@ func (r *resolver) expectWhen(re *RawExpect, e *Expectation, label string) {
 			e.When.Kind = WhenFinal
 		}
 	}
+	within := re.Within
+	if re.TCP != nil && re.TCP.Within.IsSet() {
+		if within.IsSet() {
+			r.errorf(re.TCP.Within.Pos, "%s: within is given twice (in tcp and in the expectation): give one", label)
+		}
+		within = re.TCP.Within
+	}
 	switch {
 	case e.When.Kind == WhenDuring:
-		if re.Within.IsSet() {
-			r.errorf(re.Within.Pos, "%s: within applies to point checks, not to a during window", label)
+		if within.IsSet() {
+			r.errorf(within.Pos, "%s: within applies to point checks, not to a during window", label)
 		}
-	case re.Within.IsSet():
-		e.Within, _ = r.duration(re.Within, label+": within")
+	case within.IsSet():
+		e.Within, _ = r.duration(within, label+": within")
 	default:
 		e.Within = DefaultWithin
 	}

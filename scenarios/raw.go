@@ -302,6 +302,9 @@ type RawTCP struct {
 	To     String `yaml:"to"`
 	Port   Int    `yaml:"port"`
 	Result String `yaml:"result"`
+	// Within is the expectation's within, written inside tcp as the
+	// issue's vocabulary spells it; one of the two places, not both.
+	Within String `yaml:"within"`
 	Pos    Pos    `yaml:"-"`
 }
 

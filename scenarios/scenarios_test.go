@@ -284,3 +284,16 @@ func TestHostAddRunsTheLabsAgent(t *testing.T) {
 		})
 	}
 }
+
+// TestTCPWithin: within written inside tcp, as issue 13 spells the check, is
+// the expectation's within.
+func TestTCPWithin(t *testing.T) {
+	doc := "apiVersion: overlaylab/v1\nname: t\nexpect:\n  - {name: e1, tcp: {from: h1/c1, to: h2/c1, port: 80, result: refused, within: 3s}, at: 1s}\n"
+	s, err := Parse("s.yaml", []byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := s.Expects[0]; e.Within != 3*time.Second || e.TCP.Result != "refused" {
+		t.Fatalf("within %v, result %q; want 3s and refused", e.Within, e.TCP.Result)
+	}
+}
