@@ -123,7 +123,7 @@ func (l *Lab) agentArgs(st *State, h *HostState, extra []string) []string {
 		flag("etcd-certfile", t.ClientCert)
 		flag("etcd-keyfile", t.ClientKey)
 	}
-	if len(st.Networks) > 1 || st.Networks[0].Name != "" {
+	if st.multi() {
 		var names []string
 		for _, n := range st.Networks {
 			names = append(names, n.Name)
@@ -377,6 +377,15 @@ func recordSubnets(st *State, host string) error {
 	return nil
 }
 
+// subnetOf is the host's subnet in a network ("": the single network's),
+// as recorded from its subnet.env.
+func (h *HostState) subnetOf(network string) string {
+	if network == "" {
+		return h.Subnet
+	}
+	return h.Subnets[network]
+}
+
 // subnetFileOf is the host's subnet.env for a network.
 func (h *HostState) subnetFileOf(network string) string {
 	if h.SubnetDir == "" {
@@ -408,7 +417,7 @@ func (l *Lab) agentReady(ctx context.Context, st *State, h *HostState, started t
 		if err != nil {
 			return false, err.Error()
 		}
-		sub, err := l.leaseOf(ctx, n.Name, h.UnderlayIP)
+		sub, err := st.LeaseOf(ctx, n.Name, h.UnderlayIP)
 		if err != nil || sub != env.Subnet.Masked().String() {
 			return false, fmt.Sprintf("no lease for %s in etcd matching subnet.env's %s", h.UnderlayIP, env.Subnet.Masked())
 		}
@@ -526,6 +535,20 @@ func (l *Lab) StartAgent(ctx context.Context, host string, o StartAgentOptions) 
 		return nil
 	}
 	return l.waitAgents(ctx, []string{host}, agentReadyTimeout(1))
+}
+
+// UpgradeAgent stops a host's agent (TERM) and starts the same host's
+// agent from another binary, with the flags it had, waiting until ready.
+func (l *Lab) UpgradeAgent(ctx context.Context, host, binary string, noWait bool) error {
+	st := l.Snapshot()
+	h, err := st.host(host)
+	if err != nil {
+		return err
+	}
+	if err := stop(h.AgentPID, l.name, syscall.SIGTERM, 5*time.Second); err != nil { // stop skips an agent that is not running
+		return err
+	}
+	return l.StartAgent(ctx, host, StartAgentOptions{NoWait: noWait, Agent: &plan.Agent{Path: binary}})
 }
 
 // WaitAgent waits until a host's agent is ready (after StartAgent with

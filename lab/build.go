@@ -146,9 +146,10 @@ func (l *Lab) build(ctx context.Context, p *plan.Plan, agents []AgentState, pr *
 	}
 	crashPoint("after-etcd")
 	pr.phase(fmt.Sprintf("hosts (%d)", p.Hosts))
+	st := l.Snapshot()
 	hosts := make([]HostState, p.Hosts)
 	for i := range hosts {
-		hosts[i] = l.newHost(p.Addr, i+1, agents[i])
+		hosts[i] = l.newHost(st, p.Addr, i+1, agents[i])
 	}
 	if err := l.update(func(st *State) error { st.Hosts = hosts; st.NextHost = p.Hosts + 1; return nil }); err != nil {
 		return err
@@ -157,7 +158,7 @@ func (l *Lab) build(ctx context.Context, p *plan.Plan, agents []AgentState, pr *
 	g.SetLimit(buildParallelism)
 	for i := range hosts {
 		g.Go(func() error {
-			err := l.buildHost(p.Addr, &hosts[i])
+			err := l.buildHost(st.Underlay, p.Addr, &hosts[i])
 			if i == 0 {
 				crashPoint("mid-hosts")
 			}
@@ -182,7 +183,7 @@ func (l *Lab) build(ctx context.Context, p *plan.Plan, agents []AgentState, pr *
 	// One snapshot and one save for all containers: per container, both
 	// would be quadratic in a large lab's size. A crash in between loses
 	// nothing that down cannot find: the containers are namespaces.
-	st := l.Snapshot()
+	st = l.Snapshot()
 	made := make([][]ContainerState, len(st.Hosts))
 	g, _ = errgroup.WithContext(ctx)
 	g.SetLimit(buildParallelism)

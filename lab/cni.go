@@ -42,8 +42,7 @@ func cniPluginDir(specDir, self string) (string, error) {
 	return "", fmt.Errorf("--runtime cni: %w", firstErr)
 }
 
-func (l *Lab) cniRunner(h *HostState) *cni.Runner {
-	st := l.Snapshot()
+func (l *Lab) cniRunner(st *State, h *HostState) *cni.Runner {
 	return &cni.Runner{PluginDir: st.CNIDir, DataDir: filepath.Join(l.dir, h.Name, "cni")}
 }
 
@@ -56,14 +55,14 @@ func cniConf(h *HostState, network string) cni.FlannelConf {
 }
 
 // attachCNI makes container j's namespace and runs CNI ADD for it.
-func (l *Lab) attachCNI(ctx context.Context, h *HostState, network string, j int) (ContainerState, error) {
+func (l *Lab) attachCNI(ctx context.Context, st *State, h *HostState, network string, j int) (ContainerState, error) {
 	names := plan.Names{Lab: l.name}
 	c := ContainerState{Name: names.Container(network, j), Netns: names.ContainerNS(h.Index, network, j), Network: network}
 	c.CNI = c.Netns // unique on the machine, stable for DEL
 	if err := topo.CreateNS(c.Netns); err != nil {
 		return c, err
 	}
-	res, err := l.cniRunner(h).Add(ctx, nsPath(h.Netns), nsPath(c.Netns), c.CNI, plan.HostIf, cniConf(h, network))
+	res, err := l.cniRunner(st, h).Add(ctx, nsPath(h.Netns), nsPath(c.Netns), c.CNI, plan.HostIf, cniConf(h, network))
 	if err != nil {
 		return c, fmt.Errorf("CNI ADD for %s/%s: %w", h.Name, c.Name, err)
 	}
@@ -73,14 +72,14 @@ func (l *Lab) attachCNI(ctx context.Context, h *HostState, network string, j int
 
 // detachCNI runs CNI DEL for a container (it frees host-local's address
 // even when the namespace is gone already).
-func (l *Lab) detachCNI(ctx context.Context, h *HostState, c ContainerState) error {
+func (l *Lab) detachCNI(ctx context.Context, st *State, h *HostState, c ContainerState) error {
 	if c.CNI == "" {
 		return nil
 	}
 	if _, err := os.Stat(filepath.Join(l.dir, h.Name, "cni")); err != nil {
 		return nil // nothing of CNI was ever made for this host
 	}
-	if err := l.cniRunner(h).Del(ctx, nsPath(h.Netns), nsPath(c.Netns), c.CNI, plan.HostIf, cniConf(h, c.Network)); err != nil {
+	if err := l.cniRunner(st, h).Del(ctx, nsPath(h.Netns), nsPath(c.Netns), c.CNI, plan.HostIf, cniConf(h, c.Network)); err != nil {
 		return fmt.Errorf("CNI DEL for %s/%s: %w", h.Name, c.Name, err)
 	}
 	return nil

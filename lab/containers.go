@@ -50,7 +50,7 @@ func (l *Lab) makeContainers(ctx context.Context, st *State, h *HostState, n int
 			var err error
 			switch st.Runtime {
 			case plan.RuntimeCNI:
-				c, err = l.attachCNI(ctx, h, nw.Name, j)
+				c, err = l.attachCNI(ctx, st, h, nw.Name, j)
 			default:
 				c, err = l.attachBridge(h, k, nw.Name, env, j)
 			}
@@ -127,15 +127,16 @@ func (l *Lab) attachBridge(h *HostState, netIdx int, network string, env subnete
 }
 
 // detachContainers undoes what the runtime did for a host's containers
-// (CNI DEL); the namespaces themselves go with the host.
-func (l *Lab) detachContainers(ctx context.Context, h *HostState) error {
-	st := l.Snapshot()
+// (CNI DEL); the namespaces themselves go with the host. st is the caller's
+// snapshot: teardown calls it per host, and a snapshot per call would be
+// quadratic in a large lab.
+func (l *Lab) detachContainers(ctx context.Context, st *State, h *HostState) error {
 	if st.Runtime != plan.RuntimeCNI {
 		return nil
 	}
 	var errs []error
 	for _, c := range h.Containers {
-		errs = append(errs, l.detachCNI(ctx, h, c))
+		errs = append(errs, l.detachCNI(ctx, st, h, c))
 	}
 	return errors.Join(errs...)
 }

@@ -170,17 +170,25 @@ func waitEtcd(ctx context.Context, cli *clientv3.Client) error {
 	}
 }
 
+// waitEtcdUp waits up to timeout until the lab's etcd (as the state
+// records it now) answers a read.
+func (l *Lab) waitEtcdUp(ctx context.Context, timeout time.Duration) error {
+	cli, err := l.Snapshot().EtcdClient()
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	return waitEtcd(ctx, cli)
+}
+
 // RunProxy forwards TCP connections accepted on listen (inside the lab's
 // etcd netns) to an external etcd at target, dialled from the namespace the
 // proxy process runs in. It lets a lab use an etcd that the host namespaces
 // could not otherwise reach, while faults on the underlay stay real.
 func RunProxy(nsName, listen, target string) error {
-	var ln net.Listener
-	err := nsutil.DoNamed(nsName, func() error {
-		var err error
-		ln, err = net.Listen("tcp", listen)
-		return err
-	})
+	ln, err := openIn(nsName, func() (net.Listener, error) { return net.Listen("tcp", listen) })
 	if err != nil {
 		return fmt.Errorf("etcd proxy: listen on %s in %s: %w", listen, nsName, err)
 	}
@@ -295,15 +303,7 @@ func (l *Lab) startEtcd(ctx context.Context, p *plan.Plan) error {
 			return err
 		}
 	}
-	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
-	st := l.Snapshot()
-	cli, err := st.EtcdClient()
-	if err != nil {
-		return err
-	}
-	defer cli.Close()
-	if err := waitEtcd(wctx, cli); err != nil {
+	if err := l.waitEtcdUp(ctx, 20*time.Second); err != nil {
 		return fmt.Errorf("%w\n--- %s ---\n%s", err, members[0].Log, tail(members[0].Log, 20))
 	}
 	return l.writeConfigs(ctx)
@@ -390,15 +390,62 @@ func (l *Lab) StartEtcd(ctx context.Context, k int) error {
 	if up <= len(st.Etcd.Members)/2 {
 		return nil // no quorum yet: nothing to wait for
 	}
-	cli, err := st.EtcdClient()
-	if err != nil {
-		return err
-	}
-	defer cli.Close()
-	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if err := waitEtcd(wctx, cli); err != nil {
+	if err := l.waitEtcdUp(ctx, 30*time.Second); err != nil {
 		return fmt.Errorf("%w\n%s", err, tail(m.Log, 10))
+	}
+	return nil
+}
+
+// EtcdCompact compacts the lab's etcd at its current revision, so a watcher
+// behind it must re-list (the agents' resync path).
+func (l *Lab) EtcdCompact(ctx context.Context) (int64, error) {
+	var rev int64
+	err := l.withEtcd(ctx, func(ctx context.Context, cli *clientv3.Client) error {
+		resp, err := cli.Get(ctx, "compact-probe")
+		if err != nil {
+			return fmt.Errorf("read the current revision: %w", err)
+		}
+		rev = resp.Header.Revision
+		if _, err := cli.Compact(ctx, rev, clientv3.WithCompactPhysical()); err != nil {
+			return fmt.Errorf("compact at revision %d: %w", rev, err)
+		}
+		return nil
+	})
+	return rev, err
+}
+
+// EtcdWipe stops every etcd member, deletes its data and starts it empty;
+// with keepConfig the lab writes the network configs again (the leases are
+// gone either way).
+func (l *Lab) EtcdWipe(ctx context.Context, keepConfig bool) error {
+	st := l.Snapshot()
+	if len(st.Etcd.External) > 0 {
+		return errors.New("etcd-wipe needs the lab's embedded etcd (this lab proxies an external one)")
+	}
+	for k, m := range st.Etcd.Members {
+		if err := stop(m.PID, l.name, syscall.SIGKILL, 5*time.Second); err != nil { // stop skips a member that is not running
+			return fmt.Errorf("stop etcd member %d: %w", k+1, err)
+		}
+	}
+	for _, m := range st.Etcd.Members {
+		if m.DataDir == "" {
+			return fmt.Errorf("etcd member %s: no data dir recorded", m.Name)
+		}
+		if err := os.RemoveAll(m.DataDir); err != nil {
+			return fmt.Errorf("wipe %s: %w", m.DataDir, err)
+		}
+	}
+	// Members start together: a fresh cluster needs its quorum to form.
+	for k := range st.Etcd.Members {
+		if err := l.spawnMember(k + 1); err != nil {
+			return err
+		}
+	}
+	if err := l.waitEtcdUp(ctx, 30*time.Second); err != nil {
+		return fmt.Errorf("etcd after the wipe: %w", err)
+	}
+	if keepConfig {
+		return l.writeConfigs(ctx)
 	}
 	return nil
 }
@@ -478,14 +525,10 @@ func (l *Lab) DeleteLease(ctx context.Context, host, network string) error {
 		if _, err := st.network(network); err != nil {
 			return err
 		}
-		return l.deleteLease(ctx, network, h.Subnets[network])
+		return l.deleteLease(ctx, network, h.subnetOf(network))
 	}
 	for _, n := range st.Networks {
-		sub := h.Subnet
-		if n.Name != "" {
-			sub = h.Subnets[n.Name]
-		}
-		if err := l.deleteLease(ctx, n.Name, sub); err != nil {
+		if err := l.deleteLease(ctx, n.Name, h.subnetOf(n.Name)); err != nil {
 			return err
 		}
 	}

@@ -110,11 +110,8 @@ func (l *Lab) SetLoss(host string, percent float64) error {
 		threshold := make([]byte, 4)
 		binary.BigEndian.PutUint32(threshold, uint32(percent*100+0.5))
 		t := c.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: lossTable})
-		for _, ch := range filterChains(c, t) {
-			key := expr.MetaKeyIIFNAME
-			if ch.Name == "output" || ch.Name == "forward" {
-				key = expr.MetaKeyOIFNAME
-			}
+		// Drop at random what enters (key iifname) or leaves (oifname) eth0.
+		drop := func(ch *nftables.Chain, key expr.MetaKey) {
 			c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{
 				&expr.Meta{Key: key, Register: 1},
 				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(plan.HostIf)},
@@ -123,16 +120,15 @@ func (l *Lab) SetLoss(host string, percent float64) error {
 				&expr.Cmp{Op: expr.CmpOpLt, Register: 1, Data: threshold},
 				&expr.Verdict{Kind: expr.VerdictDrop},
 			}})
+		}
+		for _, ch := range filterChains(c, t) {
+			key := expr.MetaKeyIIFNAME
+			if ch.Name == "output" || ch.Name == "forward" {
+				key = expr.MetaKeyOIFNAME
+			}
+			drop(ch, key)
 			if ch.Name == "forward" {
-				// Forwarded traffic arriving on eth0 is lost as well.
-				c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{
-					&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
-					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(plan.HostIf)},
-					&expr.Numgen{Register: 1, Modulus: 10000, Type: unix.NFT_NG_RANDOM},
-					&expr.Byteorder{SourceRegister: 1, DestRegister: 1, Op: expr.ByteorderHton, Len: 4, Size: 4},
-					&expr.Cmp{Op: expr.CmpOpLt, Register: 1, Data: threshold},
-					&expr.Verdict{Kind: expr.VerdictDrop},
-				}})
+				drop(ch, expr.MetaKeyIIFNAME) // forwarded traffic arriving on eth0 is lost as well
 			}
 		}
 		if err := c.Flush(); err != nil {
@@ -228,4 +224,23 @@ func (l *Lab) SetRate(host string, bps uint64) error {
 		return err
 	}
 	return apply(st.Underlay.Netns, plan.HostPort(h.Index))
+}
+
+// SetOffloads switches offloads of a device in a host's namespace (eth0,
+// flannel.1, flannel0, a bridge) by their ethtool names (tx-checksum, tso,
+// gro) and returns the kernel features changed.
+func (l *Lab) SetOffloads(host, dev string, switches map[string]bool) ([]string, error) {
+	want := map[topo.Offload]bool{}
+	for name, on := range switches {
+		want[topo.Offload(name)] = on
+	}
+	st := l.Snapshot()
+	h, err := st.host(host)
+	if err != nil {
+		return nil, err
+	}
+	if err := topo.CheckIfName(dev); err != nil {
+		return nil, err
+	}
+	return topo.SetOffloads(h.Netns, dev, want)
 }

@@ -100,6 +100,11 @@ func StartFlow(ctx context.Context, from, to Endpoint, o FlowOptions) (*Flow, er
 	return f, nil
 }
 
+// listenIn listens on a TCP address inside the named namespace.
+func listenIn(ctx context.Context, ns, addr string) (net.Listener, error) {
+	return openIn(ns, func() (net.Listener, error) { return (&net.ListenConfig{}).Listen(ctx, "tcp4", addr) })
+}
+
 func (f *Flow) closeAll() {
 	for _, c := range f.closers {
 		c.Close()
@@ -127,12 +132,8 @@ func (f *Flow) broke(why string) {
 }
 
 func (f *Flow) startTCP(ctx context.Context, from, to Endpoint, addr string, o FlowOptions) error {
-	var ln net.Listener
-	if err := nsutil.DoNamed(to.Netns, func() error {
-		var err error
-		ln, err = (&net.ListenConfig{}).Listen(ctx, "tcp4", addr)
-		return err
-	}); err != nil {
+	ln, err := listenIn(ctx, to.Netns, addr)
+	if err != nil {
 		return fmt.Errorf("flow: listen on %s in %s: %w", addr, to.Netns, err)
 	}
 	f.closers = append(f.closers, ln)
@@ -156,12 +157,10 @@ func (f *Flow) startTCP(ctx context.Context, from, to Endpoint, addr string, o F
 }
 
 func (f *Flow) startUDP(ctx context.Context, from, to Endpoint, addr string, o FlowOptions) error {
-	var pc net.PacketConn
-	if err := nsutil.DoNamed(to.Netns, func() error {
-		var err error
-		pc, err = (&net.ListenConfig{}).ListenPacket(ctx, "udp4", addr)
-		return err
-	}); err != nil {
+	pc, err := openIn(to.Netns, func() (net.PacketConn, error) {
+		return (&net.ListenConfig{}).ListenPacket(ctx, "udp4", addr)
+	})
+	if err != nil {
 		return fmt.Errorf("flow: listen on udp %s in %s: %w", addr, to.Netns, err)
 	}
 	f.closers = append(f.closers, pc)
@@ -290,12 +289,8 @@ const (
 func TryTCP(ctx context.Context, from, to Endpoint, port int, listen bool, timeout time.Duration) (string, error) {
 	addr := net.JoinHostPort(to.IP.String(), strconv.Itoa(port))
 	if listen {
-		var ln net.Listener
-		if err := nsutil.DoNamed(to.Netns, func() error {
-			var err error
-			ln, err = (&net.ListenConfig{}).Listen(ctx, "tcp4", addr)
-			return err
-		}); err != nil {
+		ln, err := listenIn(ctx, to.Netns, addr)
+		if err != nil {
 			return "", fmt.Errorf("tcp: listen on %s in %s: %w", addr, to.Netns, err)
 		}
 		defer ln.Close()

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -16,8 +17,8 @@ import (
 	"github.com/overlaylab/overlaylab/topo"
 )
 
-// newHost names and addresses host i.
-func (l *Lab) newHost(a plan.Addressing, i int, agent AgentState) HostState {
+// newHost names and addresses host i of the lab whose state is st.
+func (l *Lab) newHost(st *State, a plan.Addressing, i int, agent AgentState) HostState {
 	names := plan.Names{Lab: l.name}
 	h := HostState{
 		Name: names.Host(i), Index: i, Netns: names.HostNS(i),
@@ -27,23 +28,23 @@ func (l *Lab) newHost(a plan.Addressing, i int, agent AgentState) HostState {
 		Agent:      agent,
 		Containers: []ContainerState{},
 	}
-	if len(l.st.Networks) > 1 || l.st.Networks[0].Name != "" {
+	if st.multi() {
 		h.SubnetDir = filepath.Join(l.dir, names.Host(i), "subnets")
-		h.SubnetFile = filepath.Join(h.SubnetDir, l.st.Networks[0].Name+".env")
+		h.SubnetFile = filepath.Join(h.SubnetDir, st.Networks[0].Name+".env")
 	}
 	return h
 }
 
-// buildHost makes a host's namespace and plugs it into the underlay.
-func (l *Lab) buildHost(a plan.Addressing, h *HostState) error {
+// buildHost makes a host's namespace and plugs it into the underlay ul.
+func (l *Lab) buildHost(ul UnderlayState, a plan.Addressing, h *HostState) error {
 	if err := topo.CreateNS(h.Netns); err != nil {
 		return err
 	}
 	ip := netip.MustParseAddr(h.UnderlayIP)
 	err := topo.Attach(topo.Attachment{
 		NodeNS: h.Netns, NodeIf: plan.HostIf, NodeMAC: plan.MAC(plan.MACHost, h.Index, 0),
-		Addr: a.Prefix(ip), MTU: l.st.Underlay.MTU,
-		BridgeNS: l.st.Underlay.Netns, Bridge: plan.UnderlayBridge, Port: plan.HostPort(h.Index), PortMAC: plan.MAC(plan.MACPort, h.Index, 0),
+		Addr: a.Prefix(ip), MTU: ul.MTU,
+		BridgeNS: ul.Netns, Bridge: plan.UnderlayBridge, Port: plan.HostPort(h.Index), PortMAC: plan.MAC(plan.MACPort, h.Index, 0),
 	})
 	if err != nil {
 		return err
@@ -101,7 +102,7 @@ func (l *Lab) AddHost(ctx context.Context, o HostOptions) (*HostState, error) {
 	if flag := plan.OurAgentOnlyFlag(o.AgentArgs); flag != "" && !agent.Ours {
 		return nil, fmt.Errorf("agent %s is not overlaylab's: it does not take %s", agent.Path, flag)
 	}
-	h := l.newHost(a, i, agent)
+	h := l.newHost(st, a, i, agent)
 	// The host is in the state before anything exists, so a crash from
 	// here on leaves nothing `down` does not know of.
 	if err := l.update(func(st *State) error { st.Hosts = append(st.Hosts, h); st.NextHost = i + 1; return nil }); err != nil {
@@ -113,7 +114,7 @@ func (l *Lab) AddHost(ctx context.Context, o HostOptions) (*HostState, error) {
 			_ = l.RemoveHost(context.WithoutCancel(ctx), h.Name, true)
 		}
 	}()
-	if err := l.buildHost(a, &h); err != nil {
+	if err := l.buildHost(st.Underlay, a, &h); err != nil {
 		return nil, err
 	}
 	if err := l.wireUnderlay([]string{h.Netns}); err != nil {
@@ -154,16 +155,12 @@ func (l *Lab) RemoveHost(ctx context.Context, host string, deleteLease bool) err
 	var errs []error
 	if deleteLease {
 		for _, n := range st.Networks {
-			sub := h.Subnet
-			if n.Name != "" {
-				sub = h.Subnets[n.Name]
-			}
-			if sub != "" {
+			if sub := h.subnetOf(n.Name); sub != "" {
 				errs = append(errs, l.deleteLease(ctx, n.Name, sub))
 			}
 		}
 	}
-	errs = append(errs, l.detachContainers(ctx, h))
+	errs = append(errs, l.detachContainers(ctx, st, h))
 	nss := hostNamespaces(st, h)
 	if _, err := stopInNamespaces(nss, 3*time.Second); err != nil {
 		errs = append(errs, err)
@@ -202,7 +199,7 @@ func hostNamespaces(st *State, h *HostState) []string {
 	// Containers being attached when a crash hit are not in the state yet:
 	// take every namespace of the lab that is this host's.
 	for _, ns := range labNamespaces(st.Name) {
-		if len(ns) > len(h.Netns) && ns[:len(h.Netns)+1] == h.Netns+"-" && !slices.Contains(out, ns) {
+		if strings.HasPrefix(ns, h.Netns+"-") && !slices.Contains(out, ns) {
 			out = append(out, ns)
 		}
 	}

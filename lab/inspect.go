@@ -26,12 +26,7 @@ func Routes(ns string) ([]string, error) {
 		if err != nil {
 			return fmt.Errorf("%s: list routes: %w", ns, err)
 		}
-		names := map[int]string{}
-		if links, err := h.LinkList(); err == nil {
-			for _, l := range links {
-				names[l.Attrs().Index] = l.Attrs().Name
-			}
-		}
+		names := linkNames(h)
 		for _, r := range rs {
 			dst := "default"
 			if r.Dst != nil {
@@ -152,11 +147,6 @@ func (s *State) Leases(ctx context.Context, network string) ([]subnet.Lease, err
 		return nil, fmt.Errorf("read leases: %w", err)
 	}
 	return leases, nil
-}
-
-// leaseOf returns the subnet a network leases to publicIP, or "".
-func (l *Lab) leaseOf(ctx context.Context, network, publicIP string) (string, error) {
-	return l.Snapshot().LeaseOf(ctx, network, publicIP)
 }
 
 // LeaseOf returns the subnet a network leases to publicIP, or "".

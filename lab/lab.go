@@ -8,11 +8,12 @@
 //
 // Files by concern: lab.go (the handle), lock.go, state.go (the JSON
 // contract of status -o json), build.go and progress.go (up), hosts.go,
-// agents.go, etcd.go, containers.go and cni.go (the two runtimes),
-// tenants.go, faults.go, faults2.go and impair.go (what scenarios break),
-// probe.go and matrix.go (the ICMP prober and the judged matrix), wire.go
-// (captures), flow.go and checks.go (the other checks), verify.go (up's
-// check), procns.go and teardown.go (down), inspect.go.
+// agents.go (also agent kills, restarts and upgrades), etcd.go (also its
+// faults: stop, start, compact, wipe), containers.go and cni.go (the two
+// runtimes), tenants.go, faults.go and impair.go (link, firewall and
+// device faults), probe.go and matrix.go (the ICMP prober and the judged
+// matrix), wire.go (captures), flow.go and checks.go (the other checks),
+// verify.go (up's check), procns.go and teardown.go (down), inspect.go.
 package lab
 
 import (
@@ -185,4 +186,16 @@ func Preflight(backends []plan.Backend) error {
 		}
 	}
 	return nil
+}
+
+// openIn opens a socket (or anything that keeps the namespace it was made
+// in) inside the named namespace; it is usable from any goroutine after.
+func openIn[T any](ns string, open func() (T, error)) (T, error) {
+	var v T
+	err := nsutil.DoNamed(ns, func() error {
+		var err error
+		v, err = open()
+		return err
+	})
+	return v, err
 }

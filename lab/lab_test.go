@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -34,7 +35,7 @@ func testState(t *testing.T, backend string) *State {
 	st := newState(p, t.TempDir())
 	l := &Lab{name: "t", dir: st.StateDir, st: st}
 	for i := 1; i <= 2; i++ {
-		h := l.newHost(p.Addr, i, AgentState{Path: "/bin/overlaylab", Ours: true})
+		h := l.newHost(st, p.Addr, i, AgentState{Path: "/bin/overlaylab", Ours: true})
 		h.Subnet = netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 10, byte(i), 0}), 24).String()
 		for j := 1; j <= 2; j++ {
 			h.Containers = append(h.Containers, ContainerState{Name: plan.Names{}.Container("", j), Netns: p.Names.ContainerNS(i, "", j),
@@ -87,14 +88,23 @@ func TestLockWaiterSeesLabRemoved(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := make(chan error, 1)
+	waiting := &saidWaiting{ch: make(chan struct{})}
 	go func() {
-		l, err := acquireLock(ctx, dir, "lab2", "kill h1", false, nil)
+		l, err := acquireLock(ctx, dir, "lab2", "kill h1", false, waiting)
 		if err == nil {
 			l.release()
 		}
 		got <- err
 	}()
-	time.Sleep(100 * time.Millisecond)
+	// Remove the lab only once the waiter waits on its lock: a waiter that
+	// had not started yet would find no lab whatever the lock does.
+	select {
+	case <-waiting.ch:
+	case err := <-got:
+		t.Fatalf("waiter returned while the lock was held: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the waiter never said it waits")
+	}
 	if err := os.RemoveAll(dir); err != nil {
 		t.Fatal(err)
 	}
@@ -102,6 +112,17 @@ func TestLockWaiterSeesLabRemoved(t *testing.T) {
 	if err := <-got; !errors.Is(err, errNoDir) {
 		t.Fatalf("waiter got %v, want errNoDir", err)
 	}
+}
+
+// saidWaiting is a lock's wait writer that closes ch at the first line.
+type saidWaiting struct {
+	once sync.Once
+	ch   chan struct{}
+}
+
+func (w *saidWaiting) Write(p []byte) (int, error) {
+	w.once.Do(func() { close(w.ch) })
+	return len(p), nil
 }
 
 func TestLockGivesUpWithContext(t *testing.T) {
@@ -478,8 +499,11 @@ func TestEtcdCallsHaveDeadlines(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
+	var mu sync.Mutex // the accept loop appends while the test's end reads
 	var conns []net.Conn
 	defer func() {
+		mu.Lock()
+		defer mu.Unlock()
 		for _, c := range conns {
 			c.Close()
 		}
@@ -490,7 +514,9 @@ func TestEtcdCallsHaveDeadlines(t *testing.T) {
 			if err != nil {
 				return
 			}
+			mu.Lock()
 			conns = append(conns, c) // accepted, never answered
+			mu.Unlock()
 		}
 	}()
 	st := testState(t, config.BackendUDP)

@@ -15,8 +15,6 @@ import (
 	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
 	"golang.org/x/time/rate"
-
-	"github.com/overlaylab/overlaylab/internal/nsutil"
 )
 
 // The lab's one ICMP engine. Every check that pings (up's matrix, scenario
@@ -50,11 +48,8 @@ func nextEchoID() int {
 }
 
 func openICMP(ns string) (*icmpConn, error) {
-	fd := -1
-	err := nsutil.DoNamed(ns, func() error {
-		var err error
-		fd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMP)
-		return err
+	fd, err := openIn(ns, func() (int, error) {
+		return unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMP)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("icmp socket in %s: %w", ns, err)

@@ -61,7 +61,7 @@ func (p *progress) summary(st *State, root string) {
 		took[i] = fmt.Sprintf("%s %s", ph.Name, ph.Took.Round(time.Millisecond))
 	}
 	nets := st.Network
-	if len(st.Networks) > 1 || (len(st.Networks) == 1 && st.Networks[0].Name != "") {
+	if st.multi() {
 		var ns []string
 		for _, n := range st.Networks {
 			ns = append(ns, n.Name+"="+n.Network)

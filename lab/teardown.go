@@ -84,7 +84,7 @@ func (l *Lab) teardown(ctx context.Context) (*Teardown, error) {
 		st = l.Snapshot()
 		for _, h := range st.Hosts {
 			errs = append(errs, stop(h.AgentPID, l.name, syscall.SIGTERM, 3*time.Second))
-			errs = append(errs, l.detachContainers(ctx, &h))
+			errs = append(errs, l.detachContainers(ctx, st, &h))
 		}
 		for _, m := range st.Etcd.Members {
 			errs = append(errs, stop(m.PID, l.name, syscall.SIGTERM, 5*time.Second))
@@ -95,22 +95,9 @@ func (l *Lab) teardown(ctx context.Context) (*Teardown, error) {
 	for _, pid := range labProcesses(l.name) {
 		errs = append(errs, stop(pid, l.name, syscall.SIGTERM, 3*time.Second))
 	}
-	nss := labNamespaces(l.name)
-	// Anything else running inside the lab's namespaces: what users started
-	// with `overlaylab exec` or `ip netns exec`.
-	ended, err := stopInNamespaces(nss, 3*time.Second)
-	errs = append(errs, err)
-	for _, p := range ended {
-		t.Processes = append(t.Processes, p.String())
-	}
-	gone, err := topo.DeleteNamespaces(nss)
-	errs = append(errs, err)
-	t.Namespaces = gone
-	for _, ns := range nss {
-		if nsutil.Exists(ns) {
-			t.Left = append(t.Left, ns)
-		}
-	}
+	// Anything else running inside the lab's namespaces (what users started
+	// with `overlaylab exec` or `ip netns exec`) ends with them.
+	errs = append(errs, t.removeNamespaces(labNamespaces(l.name)))
 	if ents, err := os.ReadDir(l.dir); err == nil {
 		if len(t.Left) == 0 {
 			l.removeDir()
@@ -168,20 +155,25 @@ func DownAll(ctx context.Context, root string, o Options) ([]*Teardown, error) {
 	rest = slices.DeleteFunc(rest, func(ns string) bool { _, ok := plan.LabOf(ns); return ok })
 	if len(rest) > 0 {
 		t := &Teardown{Lab: "(unnamed leftovers)"}
-		ended, err := stopInNamespaces(rest, 3*time.Second)
-		errs = append(errs, err)
-		for _, p := range ended {
-			t.Processes = append(t.Processes, p.String())
-		}
-		gone, err := topo.DeleteNamespaces(rest)
-		errs = append(errs, err)
-		t.Namespaces = gone
-		for _, ns := range rest {
-			if nsutil.Exists(ns) {
-				t.Left = append(t.Left, ns)
-			}
-		}
+		errs = append(errs, t.removeNamespaces(rest))
 		out = append(out, t)
 	}
 	return out, errors.Join(errs...)
+}
+
+// removeNamespaces ends every process inside the namespaces, deletes them
+// and records in t what ended, what went and what is still there.
+func (t *Teardown) removeNamespaces(nss []string) error {
+	ended, serr := stopInNamespaces(nss, 3*time.Second)
+	for _, p := range ended {
+		t.Processes = append(t.Processes, p.String())
+	}
+	gone, derr := topo.DeleteNamespaces(nss)
+	t.Namespaces = append(t.Namespaces, gone...)
+	for _, ns := range nss {
+		if nsutil.Exists(ns) {
+			t.Left = append(t.Left, ns)
+		}
+	}
+	return errors.Join(serr, derr)
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
-	"strings"
 	"time"
 )
 
@@ -19,17 +18,16 @@ const fullMatrixLimit = 40
 // the same host. In a multi-network lab only pairs within one network are
 // probed here (across networks is isolation, checked separately).
 func (s *State) sample(eps []Endpoint) func(i, j int) bool {
-	host := make([]int, len(eps))  // endpoint -> host index
+	host := s.endpointHosts(eps)   // endpoint -> host index
 	index := make([]int, len(eps)) // endpoint -> container index on its host
 	count := map[int]int{}
-	for k, e := range eps {
-		for hi := range s.Hosts {
-			if strings.HasPrefix(e.Name, s.Hosts[hi].Name+"/") {
-				host[k] = hi
-				index[k] = count[hi]
-				count[hi]++
-			}
+	for k, hi := range host {
+		if hi < 0 {
+			host[k] = 0 // unknown host: counted as the first (none is: eps come from s.Endpoints)
+			continue
 		}
+		index[k] = count[hi]
+		count[hi]++
 	}
 	if len(eps) <= fullMatrixLimit {
 		return func(i, j int) bool { return i != j }

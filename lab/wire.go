@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/overlaylab/overlaylab/lab/plan"
+	"github.com/overlaylab/overlaylab/overlay/config"
 	"github.com/overlaylab/overlaylab/pcapcheck"
 )
 
@@ -134,29 +135,28 @@ func (s *State) backend() (plan.Backend, error) { return s.backendOf("") }
 
 // backendOf is one network's backend, with its port and VNI.
 func (s *State) backendOf(network string) (plan.Backend, error) {
+	_, b, err := s.networkBackend(network)
+	return b, err
+}
+
+// networkBackend is one network's config and backend.
+func (s *State) networkBackend(network string) (*config.Config, plan.Backend, error) {
 	n, err := s.network(network)
 	if err != nil {
-		return plan.Backend{}, err
+		return nil, plan.Backend{}, err
 	}
 	cfg, err := n.config()
 	if err != nil {
-		return plan.Backend{}, err
+		return nil, plan.Backend{}, err
 	}
-	return plan.BackendOf(cfg)
+	b, err := plan.BackendOf(cfg)
+	return cfg, b, err
 }
 
 // encap is how a network of the lab ("": the first) should look on the
 // wire.
 func (s *State) encap(network string) (pcapcheck.Encap, error) {
-	n, err := s.network(network)
-	if err != nil {
-		return pcapcheck.Encap{}, err
-	}
-	cfg, err := n.config()
-	if err != nil {
-		return pcapcheck.Encap{}, err
-	}
-	b, err := plan.BackendOf(cfg)
+	cfg, b, err := s.networkBackend(network)
 	if err != nil {
 		return pcapcheck.Encap{}, err
 	}
@@ -172,23 +172,44 @@ func (s *State) hostOf(e Endpoint) *HostState {
 	return h
 }
 
+// endpointHosts maps each endpoint to its host's position in s.Hosts (-1
+// for none), by name as hostOf does, with one map rather than a search per
+// endpoint: a large lab has thousands of endpoints.
+func (s *State) endpointHosts(eps []Endpoint) []int {
+	byName := make(map[string]int, len(s.Hosts))
+	for k, h := range s.Hosts {
+		byName[h.Name] = k
+	}
+	out := make([]int, len(eps))
+	for k, e := range eps {
+		name, _, _ := strings.Cut(e.Name, "/")
+		if hi, ok := byName[name]; ok {
+			out[k] = hi
+		} else {
+			out[k] = -1
+		}
+	}
+	return out
+}
+
 // echoFlows is how every echo request from host's containers to another
 // host's container among eps, for the pairs sel picks, must cross host's
 // wire: between the two hosts' underlay addresses (host-gw has no outer
 // header) and, when macs names the peer, to that peer's MAC.
 func (s *State) echoFlows(host string, eps []Endpoint, sel func(i, j int) bool, macs map[string]net.HardwareAddr) []pcapcheck.Flow {
 	b, _ := s.backend() // the state was checked when it was built
+	hosts := s.endpointHosts(eps)
 	var flows []pcapcheck.Flow
 	for i, src := range eps {
-		from := s.hostOf(src)
-		if from == nil || from.Name != host {
+		if hosts[i] < 0 || s.Hosts[hosts[i]].Name != host {
 			continue
 		}
+		from := &s.Hosts[hosts[i]]
 		for j, dst := range eps {
-			to := s.hostOf(dst)
-			if to == nil || to.Name == host || !sel(i, j) {
+			if hosts[j] < 0 || s.Hosts[hosts[j]].Name == host || !sel(i, j) {
 				continue
 			}
+			to := &s.Hosts[hosts[j]]
 			f := pcapcheck.Flow{InnerSrc: src.IP, InnerDst: dst.IP, DstMAC: macs[to.Name]}
 			if b.Encapsulated {
 				f.OuterSrc, f.OuterDst = netip.MustParseAddr(from.UnderlayIP), netip.MustParseAddr(to.UnderlayIP)

@@ -126,13 +126,8 @@ func HostPort(i int) string { return "h" + strconv.Itoa(i) }
 func EtcdPort(k int) string { return "etcd" + strconv.Itoa(k) }
 
 // ContainerPort is the host-side veth of a container on the bridge runtime's
-// bridge.
-func ContainerPort(network string, j int) string {
-	if network == "" {
-		return "c" + strconv.Itoa(j)
-	}
-	return network + "-c" + strconv.Itoa(j)
-}
+// bridge: it carries the container's name.
+func ContainerPort(network string, j int) string { return Names{}.Container(network, j) }
 
 // Owns reports whether the namespace name ns belongs to lab: it must be
 // ol-LAB- followed by one of the lab's own suffixes (ul, etcd, etcdK, hI,

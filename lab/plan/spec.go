@@ -251,7 +251,7 @@ func (p *Plan) checkNetworks() error {
 	if len(p.Networks) == 0 {
 		return ferr("network", "", "a lab needs a network")
 	}
-	multi := len(p.Networks) > 1 || p.Networks[0].Name != ""
+	multi := p.Multi()
 	seen := map[string]bool{}
 	p.Backends = nil
 	for _, n := range p.Networks {
