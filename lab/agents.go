@@ -551,12 +551,6 @@ func (l *Lab) UpgradeAgent(ctx context.Context, host, binary string, noWait bool
 	return l.StartAgent(ctx, host, StartAgentOptions{NoWait: noWait, Agent: &plan.Agent{Path: binary}})
 }
 
-// WaitAgent waits until a host's agent is ready (after StartAgent with
-// NoWait, once etcd is back).
-func (l *Lab) WaitAgent(ctx context.Context, host string, timeout time.Duration) error {
-	return l.waitAgents(ctx, []string{host}, timeout)
-}
-
 // AgentReady reports once whether a host's agent is ready now.
 func (l *Lab) AgentReady(ctx context.Context, host string) (bool, string) {
 	st := l.Snapshot()

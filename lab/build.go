@@ -118,10 +118,7 @@ func newState(p *plan.Plan, dir string) *State {
 		}
 	}
 	for _, n := range p.Networks {
-		js := n.ConfigJSON
-		if js == nil {
-			js, _ = n.Config.Marshal()
-		}
+		js, _ := n.Config.Marshal()
 		ns := NetworkState{Name: n.Name, Network: n.Config.Network.String(), Backend: n.Config.Backend.Type, Prefix: defaultPrefix, Config: js}
 		if n.Name != "" {
 			ns.Prefix = defaultPrefix + "/" + n.Name

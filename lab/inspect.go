@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os/exec"
-	"sort"
 	"strings"
 
 	"github.com/google/nftables"
@@ -17,32 +16,6 @@ import (
 	"github.com/overlaylab/overlaylab/overlay/subnet"
 	"github.com/overlaylab/overlaylab/topo"
 )
-
-// Routes lists a namespace's IPv4 routes as "dst [via gw] dev name".
-func Routes(ns string) ([]string, error) {
-	var out []string
-	err := topo.WithHandle(ns, func(h *netlink.Handle) error {
-		rs, err := h.RouteList(nil, netlink.FAMILY_V4)
-		if err != nil {
-			return fmt.Errorf("%s: list routes: %w", ns, err)
-		}
-		names := linkNames(h)
-		for _, r := range rs {
-			dst := "default"
-			if r.Dst != nil {
-				dst = r.Dst.String()
-			}
-			s := dst
-			if r.Gw != nil {
-				s += " via " + r.Gw.String()
-			}
-			out = append(out, s+" dev "+names[r.LinkIndex])
-		}
-		return nil
-	})
-	sort.Strings(out)
-	return out, err
-}
 
 // Promisc puts a device into promiscuous mode, so a capture on a bridge
 // sees the frames it forwards between its ports.

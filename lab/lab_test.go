@@ -219,6 +219,10 @@ func TestTarget(t *testing.T) {
 		"h9":    {`"h9"`, "h1, h2", "etcd", "underlay"},
 		"h1/c9": {"h1", `"c9"`, "c1, c2"},
 		"":      {"h1, h2"},
+		// Cases the CLI's own target test had before it moved here.
+		"h9/c1":   {`"h9"`, "h1, h2"},
+		"h1/":     {"h1"},
+		"etcd/c1": {"etcd/c1"},
 	} {
 		_, err := st.Target(target)
 		for _, w := range wants {

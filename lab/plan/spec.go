@@ -78,10 +78,6 @@ func ParseRuntime(s string) (Runtime, error) {
 type Network struct {
 	Name   string
 	Config *config.Config
-	// ConfigJSON, when set, is written to etcd verbatim instead of
-	// Config.Marshal() (a scenario keeps its author's extra keys); Config is
-	// what it parses to.
-	ConfigJSON []byte
 }
 
 // Agent is the agent binary a host runs. The zero value is overlaylab's own
@@ -406,15 +402,6 @@ func (s *Spec) AgentOn(i int) (Agent, []string) {
 // Multi reports whether the lab has named tenant networks.
 func (s *Spec) Multi() bool {
 	return len(s.Networks) > 1 || (len(s.Networks) == 1 && s.Networks[0].Name != "")
-}
-
-// NetworkNames lists the tenant networks' names ("" for a single network).
-func (s *Spec) NetworkNames() []string {
-	var out []string
-	for _, n := range s.Networks {
-		out = append(out, n.Name)
-	}
-	return out
 }
 
 // StateDir is a lab's directory under root. The name must have passed
