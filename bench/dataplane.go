@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/overlaylab/overlaylab/internal/procfs"
 	"github.com/overlaylab/overlaylab/lab"
 	"github.com/overlaylab/overlaylab/lab/plan"
 	"github.com/overlaylab/overlaylab/overlay/config"
@@ -580,7 +581,7 @@ func SampleAgents(ctx context.Context, pids []int, interval time.Duration) (Agen
 	var u AgentUsage
 	start := make([]uint64, len(pids))
 	for i, pid := range pids {
-		t, err := procCPUTicks(pid)
+		t, err := procfs.CPUTicks(pid)
 		if err != nil {
 			return u, err
 		}
@@ -590,7 +591,7 @@ func SampleAgents(ctx context.Context, pids []int, interval time.Duration) (Agen
 	var maxKiB, maxAnon uint64
 	sample := func() error {
 		for _, pid := range pids {
-			kib, anon, err := procRSSKiB(pid)
+			kib, anon, err := procfs.RSSKiB(pid)
 			if err != nil {
 				return err
 			}
@@ -616,11 +617,11 @@ loop:
 	}
 	wall := time.Since(t0).Seconds()
 	for i, pid := range pids {
-		t, err := procCPUTicks(pid)
+		t, err := procfs.CPUTicks(pid)
 		if err != nil {
 			return u, err
 		}
-		pct := float64(t-start[i]) / userHZ / wall * 100
+		pct := float64(t-start[i]) / procfs.UserHZ / wall * 100
 		u.CPUPercent = append(u.CPUPercent, pct)
 		u.MaxCPUPercent = max(u.MaxCPUPercent, pct)
 	}

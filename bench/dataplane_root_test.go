@@ -10,10 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/overlaylab/overlaylab/internal/nstest"
-
 	"golang.org/x/sys/unix"
 
+	"github.com/overlaylab/overlaylab/internal/nstest"
 	"github.com/overlaylab/overlaylab/internal/nsutil"
 	"github.com/overlaylab/overlaylab/lab"
 	"github.com/overlaylab/overlaylab/lab/plan"

@@ -6,20 +6,11 @@ import (
 	"fmt"
 	"os"
 	"runtime"
-	"strconv"
 	"strings"
 
-	"github.com/overlaylab/overlaylab/internal/procfs"
 	"golang.org/x/sys/unix"
-)
 
-// The per-process readers live in internal/procfs (the lab samples agents
-// too); the bench keeps its short names for them.
-const userHZ = procfs.UserHZ
-
-var (
-	procCPUTicks = procfs.CPUTicks
-	procRSSKiB   = procfs.RSSKiB
+	"github.com/overlaylab/overlaylab/internal/procfs"
 )
 
 // Machine describes where a benchmark ran, from what the process can read.
@@ -77,20 +68,11 @@ func parseCPUInfo(data []byte) (model string, n int) {
 	return model, n
 }
 
-// parseMemTotalGiB returns MemTotal from /proc/meminfo in GiB.
+// parseMemTotalGiB returns MemTotal from /proc/meminfo in GiB (0 when it
+// cannot).
 func parseMemTotalGiB(data []byte) float64 {
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "MemTotal:"); ok {
-			f := strings.Fields(v)
-			if len(f) >= 1 {
-				if kb, err := strconv.ParseFloat(f[0], 64); err == nil {
-					return kb / (1 << 20)
-				}
-			}
-		}
-	}
-	return 0
+	kib, _ := procfs.ParseKiB(data, "MemTotal")
+	return float64(kib) / (1 << 20)
 }
 
 // String is the machine in one line.

@@ -30,7 +30,7 @@ type ScaleOptions struct {
 	Containers int    // per host; default 1
 	Underlay   string // default 172.20.0.0/16
 	Backend    string // default the lab's (udp)
-	StateRoot  string
+	StateRoot  string // default plan.DefaultStateRoot
 	Binary     string // the overlaylab binary the labs run
 	LabPrefix  string // lab names are <prefix><hosts>; default "scale"
 	Command    string // how the run was invoked, for the report
@@ -49,6 +49,9 @@ func (o *ScaleOptions) defaults() error {
 	}
 	if o.Backend == "" {
 		o.Backend = config.BackendUDP
+	}
+	if o.StateRoot == "" {
+		o.StateRoot = plan.DefaultStateRoot
 	}
 	if o.LabPrefix == "" {
 		o.LabPrefix = "scale"
@@ -148,14 +151,14 @@ func scaleOne(ctx context.Context, o ScaleOptions, name string, hosts int) Scale
 		Name: name, Hosts: hosts, Containers: o.Containers, Networks: []plan.Network{nw},
 		Underlay: netip.MustParsePrefix(o.Underlay),
 	}
-	availBefore, _ := memAvailableKiB()
+	availBefore, _ := procfs.MemInfoKiB("MemAvailable")
 	start := time.Now()
 	l, err := lab.Up(ctx, o.StateRoot, spec, lab.UpOptions{Options: lab.Options{Binary: o.Binary, Command: "bench scale"}, Verify: true})
 	run.UpMs = ms(time.Since(start))
 	if l != nil {
 		run.Phases = l.Phases()
 		st := l.Snapshot()
-		availAfter, _ := memAvailableKiB()
+		availAfter, _ := procfs.MemInfoKiB("MemAvailable")
 		if availBefore > availAfter {
 			run.MachineKiBPerHost = float64(availBefore-availAfter) / float64(hosts)
 		}
@@ -245,25 +248,6 @@ func meanRSS(pids []int) (rss, anon float64) {
 		return 0, 0
 	}
 	return rss / float64(n), anon / float64(n)
-}
-
-func memAvailableKiB() (uint64, error) {
-	data, err := os.ReadFile("/proc/meminfo")
-	if err != nil {
-		return 0, err
-	}
-	return parseMemAvailable(data)
-}
-
-func parseMemAvailable(data []byte) (uint64, error) {
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) >= 2 && f[0] == "MemAvailable:" {
-			return strconv.ParseUint(f[1], 10, 64)
-		}
-	}
-	return 0, fmt.Errorf("no MemAvailable in /proc/meminfo")
 }
 
 func phaseLine(ps []lab.Phase) string {

@@ -8,16 +8,6 @@ import (
 	"github.com/overlaylab/overlaylab/lab"
 )
 
-func TestParseMemAvailable(t *testing.T) {
-	got, err := parseMemAvailable([]byte("MemTotal:       24575996 kB\nMemFree:         1000 kB\nMemAvailable:   20123456 kB\n"))
-	if err != nil || got != 20123456 {
-		t.Fatalf("got %d, %v; want 20123456", got, err)
-	}
-	if _, err := parseMemAvailable([]byte("MemTotal: 1 kB\n")); err == nil {
-		t.Fatal("a meminfo without MemAvailable parsed")
-	}
-}
-
 func TestScaleOptionsRejectBadInput(t *testing.T) {
 	for _, o := range []ScaleOptions{{Hosts: []int{1}}, {Containers: -1}, {Underlay: "172.20.0.0/33"}} {
 		if err := o.defaults(); err == nil {

@@ -8,11 +8,8 @@ import (
 
 // SetLinkUp sets a link up or down.
 func SetLinkUp(nsName, dev string, up bool) error {
-	return WithHandle(nsName, func(h *netlink.Handle) error {
-		l, err := h.LinkByName(dev)
-		if err != nil {
-			return fmt.Errorf("%s: find %s: %w", nsName, dev, err)
-		}
+	return withLink(nsName, dev, func(h *netlink.Handle, l netlink.Link) error {
+		var err error
 		if up {
 			err = h.LinkSetUp(l)
 		} else {
@@ -25,16 +22,24 @@ func SetLinkUp(nsName, dev string, up bool) error {
 	})
 }
 
-// SetMTU sets a link's MTU.
-func SetMTU(nsName, dev string, mtu int) error {
-	if mtu < 68 || mtu > 65535 {
-		return fmt.Errorf("MTU %d on %s: must be 68..65535", mtu, dev)
-	}
+// withLink runs fn with a netlink handle in the named namespace and the
+// device dev there.
+func withLink(nsName, dev string, fn func(*netlink.Handle, netlink.Link) error) error {
 	return WithHandle(nsName, func(h *netlink.Handle) error {
 		l, err := h.LinkByName(dev)
 		if err != nil {
 			return fmt.Errorf("%s: find %s: %w", nsName, dev, err)
 		}
+		return fn(h, l)
+	})
+}
+
+// SetMTU sets a link's MTU.
+func SetMTU(nsName, dev string, mtu int) error {
+	if mtu < 68 || mtu > 65535 {
+		return fmt.Errorf("MTU %d on %s: must be 68..65535", mtu, dev)
+	}
+	return withLink(nsName, dev, func(h *netlink.Handle, l netlink.Link) error {
 		if err := h.LinkSetMTU(l, mtu); err != nil {
 			return fmt.Errorf("%s: MTU %d on %s: %w", nsName, mtu, dev, err)
 		}
@@ -45,11 +50,7 @@ func SetMTU(nsName, dev string, mtu int) error {
 // LinkMTU reads a link's MTU.
 func LinkMTU(nsName, dev string) (int, error) {
 	var mtu int
-	err := WithHandle(nsName, func(h *netlink.Handle) error {
-		l, err := h.LinkByName(dev)
-		if err != nil {
-			return fmt.Errorf("%s: find %s: %w", nsName, dev, err)
-		}
+	err := withLink(nsName, dev, func(_ *netlink.Handle, l netlink.Link) error {
 		mtu = l.Attrs().MTU
 		return nil
 	})

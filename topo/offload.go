@@ -33,15 +33,9 @@ var features = map[Offload][]string{
 // features it changed. A switch whose features the device cannot change is
 // an error naming them.
 func SetOffloads(nsName, dev string, want map[Offload]bool) ([]string, error) {
-	var e *ethtool.Ethtool
-	// The ethtool socket keeps the namespace it was opened in.
-	err := nsutil.DoNamed(nsName, func() error {
-		var err error
-		e, err = ethtool.NewEthtool()
-		return err
-	})
+	e, err := ethtoolIn(nsName)
 	if err != nil {
-		return nil, fmt.Errorf("%s: ethtool: %w", nsName, err)
+		return nil, err
 	}
 	defer e.Close()
 	have, err := e.Features(dev)
@@ -92,6 +86,17 @@ func SetOffloads(nsName, dev string, want map[Offload]bool) ([]string, error) {
 
 // Offloads reads a device's features.
 func Offloads(nsName, dev string) (map[string]bool, error) {
+	e, err := ethtoolIn(nsName)
+	if err != nil {
+		return nil, err
+	}
+	defer e.Close()
+	return e.Features(dev)
+}
+
+// ethtoolIn opens an ethtool socket inside the named namespace; the socket
+// keeps that namespace after the thread switches back.
+func ethtoolIn(nsName string) (*ethtool.Ethtool, error) {
 	var e *ethtool.Ethtool
 	err := nsutil.DoNamed(nsName, func() error {
 		var err error
@@ -101,6 +106,5 @@ func Offloads(nsName, dev string) (map[string]bool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: ethtool: %w", nsName, err)
 	}
-	defer e.Close()
-	return e.Features(dev)
+	return e, nil
 }

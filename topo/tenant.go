@@ -11,8 +11,6 @@ import (
 	"github.com/google/nftables/expr"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
-
-	"github.com/overlaylab/overlaylab/internal/nsutil"
 )
 
 // TenantBridge is the container side of one tenant network in a host (the
@@ -39,30 +37,21 @@ func CreateTenantBridge(nsName string, b TenantBridge) error {
 	if b.Table == 0 || b.Zone == 0 {
 		return fmt.Errorf("%s: bridge %s: a tenant network needs its routing table and conntrack zone (FLANNEL_ROUTE_TABLE, FLANNEL_CT_ZONE)", nsName, b.Name)
 	}
+	if !b.Addr.IsValid() {
+		return fmt.Errorf("%s: bridge %s: a tenant network needs its subnet (FLANNEL_SUBNET)", nsName, b.Name)
+	}
 	if err := CheckIfName(b.Name); err != nil {
 		return err
 	}
 	err := WithHandle(nsName, func(h *netlink.Handle) error {
-		attrs := netlink.NewLinkAttrs()
-		attrs.Name, attrs.HardwareAddr, attrs.MTU = b.Name, b.MAC, b.MTU
-		br := &netlink.Bridge{LinkAttrs: attrs}
-		if err := h.LinkAdd(br); err != nil {
-			return fmt.Errorf("%s: create bridge %s: %w", nsName, b.Name, err)
-		}
 		// The subnet goes to the tenant's table only: another tenant may
 		// have the very same one.
-		if err := h.AddrAdd(br, &netlink.Addr{IPNet: ipNet(b.Addr), Flags: unix.IFA_F_NOPREFIXROUTE}); err != nil {
-			return fmt.Errorf("%s: address %s on %s: %w", nsName, b.Addr, b.Name, err)
-		}
-		if err := h.LinkSetUp(br); err != nil {
-			return fmt.Errorf("%s: set %s up: %w", nsName, b.Name, err)
-		}
-		l, err := h.LinkByName(b.Name)
+		br, err := addBridge(h, nsName, b.Name, b.Addr, unix.IFA_F_NOPREFIXROUTE, b.MTU, b.MAC)
 		if err != nil {
-			return fmt.Errorf("%s: find %s: %w", nsName, b.Name, err)
+			return err
 		}
 		src := b.Addr.Addr().AsSlice()
-		r := &netlink.Route{LinkIndex: l.Attrs().Index, Dst: ipNet(b.Addr.Masked()), Src: src, Scope: netlink.SCOPE_LINK, Table: int(b.Table)}
+		r := &netlink.Route{LinkIndex: br.Index, Dst: ipNet(b.Addr.Masked()), Src: src, Scope: netlink.SCOPE_LINK, Table: int(b.Table)}
 		if err := h.RouteReplace(r); err != nil {
 			return fmt.Errorf("%s: route %s dev %s table %d: %w", nsName, b.Addr.Masked(), b.Name, b.Table, err)
 		}
@@ -76,22 +65,12 @@ func CreateTenantBridge(nsName string, b TenantBridge) error {
 	if err != nil {
 		return err
 	}
-	return zoneRule(nsName, b)
+	return WithNft(nsName, func(c *nftables.Conn) error { return zoneRule(c, nsName, b) })
 }
 
 // zoneRule puts what arrives on the bridge in the tenant's conntrack zone,
 // before conntrack sees it (raw priority).
-func zoneRule(nsName string, b TenantBridge) error {
-	ns, err := nsutil.Handle(nsName)
-	if err != nil {
-		return err
-	}
-	defer ns.Close()
-	c, err := nftables.New(nftables.WithNetNSFd(int(ns)))
-	if err != nil {
-		return fmt.Errorf("nftables in %s: %w", nsName, err)
-	}
-	defer c.CloseLasting()
+func zoneRule(c *nftables.Conn, nsName string, b TenantBridge) error {
 	t := c.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: b.NftName})
 	ch := c.AddChain(&nftables.Chain{Name: "prerouting", Table: t, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRaw})
@@ -112,11 +91,7 @@ func zoneRule(nsName string, b TenantBridge) error {
 // AddAddress adds an address to a device (a probe target); DelAddress
 // removes it again.
 func AddAddress(nsName, dev string, addr netip.Prefix) error {
-	return WithHandle(nsName, func(h *netlink.Handle) error {
-		l, err := h.LinkByName(dev)
-		if err != nil {
-			return fmt.Errorf("%s: find %s: %w", nsName, dev, err)
-		}
+	return withLink(nsName, dev, func(h *netlink.Handle, l netlink.Link) error {
 		if err := h.AddrAdd(l, &netlink.Addr{IPNet: ipNet(addr), Flags: unix.IFA_F_NOPREFIXROUTE}); err != nil {
 			return fmt.Errorf("%s: address %s on %s: %w", nsName, addr, dev, err)
 		}

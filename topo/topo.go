@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -63,6 +64,21 @@ func WithHandle(nsName string, fn func(*netlink.Handle) error) error {
 	return fn(h)
 }
 
+// WithNft runs fn with an nftables connection bound to the named namespace.
+func WithNft(nsName string, fn func(*nftables.Conn) error) error {
+	ns, err := nsutil.Handle(nsName)
+	if err != nil {
+		return err
+	}
+	defer ns.Close()
+	c, err := nftables.New(nftables.WithNetNSFd(int(ns)))
+	if err != nil {
+		return fmt.Errorf("nftables in %s: %w", nsName, err)
+	}
+	defer c.CloseLasting()
+	return fn(c)
+}
+
 // CreateNS creates a namespace and brings its loopback up.
 func CreateNS(name string) error {
 	if nsutil.Exists(name) {
@@ -87,26 +103,33 @@ func CreateNS(name string) error {
 // MTU and MAC.
 func CreateBridge(nsName, name string, addr netip.Prefix, mtu int, mac net.HardwareAddr) error {
 	return WithHandle(nsName, func(h *netlink.Handle) error {
-		attrs := netlink.NewLinkAttrs()
-		attrs.Name = name
-		attrs.HardwareAddr = mac
-		if mtu > 0 {
-			attrs.MTU = mtu
-		}
-		br := &netlink.Bridge{LinkAttrs: attrs}
-		if err := h.LinkAdd(br); err != nil {
-			return fmt.Errorf("%s: create bridge %s: %w", nsName, name, err)
-		}
-		if addr.IsValid() {
-			if err := h.AddrAdd(br, &netlink.Addr{IPNet: ipNet(addr)}); err != nil {
-				return fmt.Errorf("%s: address %s on %s: %w", nsName, addr, name, err)
-			}
-		}
-		if err := h.LinkSetUp(br); err != nil {
-			return fmt.Errorf("%s: set %s up: %w", nsName, name, err)
-		}
-		return nil
+		_, err := addBridge(h, nsName, name, addr, 0, mtu, mac)
+		return err
 	})
+}
+
+// addBridge makes an up bridge, with addr (when valid) added with
+// addrFlags, and returns it with its index filled in (LinkAdd does that).
+func addBridge(h *netlink.Handle, nsName, name string, addr netip.Prefix, addrFlags, mtu int, mac net.HardwareAddr) (*netlink.Bridge, error) {
+	attrs := netlink.NewLinkAttrs()
+	attrs.Name = name
+	attrs.HardwareAddr = mac
+	if mtu > 0 {
+		attrs.MTU = mtu
+	}
+	br := &netlink.Bridge{LinkAttrs: attrs}
+	if err := h.LinkAdd(br); err != nil {
+		return nil, fmt.Errorf("%s: create bridge %s: %w", nsName, name, err)
+	}
+	if addr.IsValid() {
+		if err := h.AddrAdd(br, &netlink.Addr{IPNet: ipNet(addr), Flags: addrFlags}); err != nil {
+			return nil, fmt.Errorf("%s: address %s on %s: %w", nsName, addr, name, err)
+		}
+	}
+	if err := h.LinkSetUp(br); err != nil {
+		return nil, fmt.Errorf("%s: set %s up: %w", nsName, name, err)
+	}
+	return br, nil
 }
 
 // Attachment is one veth between a node namespace and a bridge.
@@ -208,13 +231,13 @@ func Sysctl(nsName, key, value string) error {
 }
 
 // DeleteNamespaces removes the named namespaces (links inside go with
-// them) and returns those it removed. Missing ones are fine: teardown is
-// idempotent.
+// them) and returns those now gone. Missing ones are fine (nsutil.Delete
+// says so): teardown is idempotent.
 func DeleteNamespaces(names []string) ([]string, error) {
 	var errs []error
 	var gone []string
 	for _, n := range names {
-		if err := nsutil.Delete(n); err != nil && !errors.Is(err, unix.ENOENT) {
+		if err := nsutil.Delete(n); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -244,11 +267,7 @@ func SetNeighbors(nsName, dev string, ns []Neighbor) error {
 	if len(ns) == 0 {
 		return nil
 	}
-	return WithHandle(nsName, func(h *netlink.Handle) error {
-		l, err := h.LinkByName(dev)
-		if err != nil {
-			return fmt.Errorf("%s: find %s: %w", nsName, dev, err)
-		}
+	return withLink(nsName, dev, func(h *netlink.Handle, l netlink.Link) error {
 		for _, n := range ns {
 			err := h.NeighSet(&netlink.Neigh{LinkIndex: l.Attrs().Index, Family: unix.AF_INET, State: netlink.NUD_PERMANENT,
 				IP: n.IP.AsSlice(), HardwareAddr: n.MAC})

@@ -14,11 +14,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/overlaylab/overlaylab/internal/nstest"
-
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
+	"github.com/overlaylab/overlaylab/internal/nstest"
 	"github.com/overlaylab/overlaylab/internal/nsutil"
 )
 

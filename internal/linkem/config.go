@@ -70,9 +70,10 @@ type Impairment struct {
 	// Limit bounds the packets held (delayed or queued) at once, default
 	// DefaultLimit; beyond it packets are dropped and counted.
 	Limit int `json:"limit,omitempty"`
-	// MTU, when set, is a narrower hop: every IPv4 wire packet longer than
-	// MTU bytes is dropped, matched or not (GSO frames are cut first, so
-	// each segment is judged as it would cross the wire). 0: no limit.
+	// MTU, when set, is a narrower hop: every IP wire packet (IPv4 total
+	// length, IPv6 header and payload) longer than MTU bytes is dropped,
+	// matched or not (GSO frames are cut first, so each segment is judged
+	// as it would cross the wire). 0: no limit.
 	MTU int `json:"mtu,omitempty"`
 }
 

@@ -14,7 +14,7 @@ import (
 func TestConfigJSON(t *testing.T) {
 	c := Config{
 		Netns: "ol-x-ul", HostIf: "ol-x-h1", BridgeIf: "lkm0r", Seed: 7,
-		Out:     Impairment{Match: MatchOverlay, Delay: Duration(20 * time.Millisecond), Jitter: Duration(5 * time.Millisecond), Loss: 30, Reorder: 2, Duplicate: 1, Corrupt: 0.1, Rate: 100_000_000},
+		Out:     Impairment{Match: MatchOverlay, Delay: Duration(20 * time.Millisecond), Jitter: Duration(5 * time.Millisecond), Loss: 30, Reorder: 2, Duplicate: 1, Corrupt: 0.1, Rate: 100_000_000, MTU: 1400},
 		In:      Impairment{Delay: Duration(20 * time.Millisecond)},
 		Overlay: OverlayMatch{UDPPorts: []uint16{8472}, Networks: []netip.Prefix{mustPrefix("10.10.0.0/16")}},
 		Control: ControlMatch{EtcdIPs: []netip.Addr{mustAddr("192.168.77.250")}},

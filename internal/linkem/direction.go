@@ -83,17 +83,22 @@ func (d *direction) handle(p *pkt) {
 	}
 	if layOK && (tunnel || (matched && d.split) || d.imp.MTU > 0) {
 		d.stats.segmented.Add(1)
+		// Each segment leaves with its outermost IPv4 total length set to
+		// its length from that header on: judge it before cutting it.
+		wireIP := lay.ip
+		if tunnel {
+			wireIP = lay.outerIP
+		}
 		for i := range p.segs {
 			n := lay.segLen(i)
+			if d.imp.MTU > 0 && n-wireIP > d.imp.MTU {
+				d.stats.droppedMTU.Add(1)
+				continue
+			}
 			q := d.pool.get(vnetHdrLen + n)
 			clear(q.buf[:vnetHdrLen]) // complete checksums, no offload left
 			lay.cut(f, i, q.buf[vnetHdrLen:])
 			q.wireBytes = n
-			if d.tooBig(q.frame()) {
-				d.stats.droppedMTU.Add(1)
-				d.pool.put(q)
-				continue
-			}
 			if matched {
 				d.impair(q, vnetHdr{})
 			} else {
@@ -250,8 +255,8 @@ func (d *direction) sendLoop() error {
 	}
 }
 
-// tooBig reports whether a wire packet exceeds the hop's MTU (its IPv4
-// total length).
+// tooBig reports whether a wire packet exceeds the hop's MTU (its IP
+// length: an IPv4 total length, or an IPv6 packet's header and payload).
 func (d *direction) tooBig(f []byte) bool {
 	if d.imp.MTU == 0 {
 		return false

@@ -20,11 +20,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/overlaylab/overlaylab/internal/nstest"
-
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/overlaylab/overlaylab/internal/nstest"
 	"github.com/overlaylab/overlaylab/internal/nsutil"
 )
 

@@ -87,12 +87,3 @@ func Handle(t testing.TB, name string) *netlink.Handle {
 	t.Cleanup(h.Close)
 	return h
 }
-
-// Do runs fn on a thread switched into the namespace name, failing t on
-// error.
-func Do(t testing.TB, name string, fn func() error) {
-	t.Helper()
-	if err := nsutil.DoNamed(name, fn); err != nil {
-		t.Fatalf("in %s: %v", name, err)
-	}
-}

@@ -96,7 +96,7 @@ func DialContext(nsName string) func(ctx context.Context, network, addr string) 
 // leaving the calling thread in it (netns.NewNamed switches the thread into
 // the new namespace).
 func Create(name string) error {
-	if err := EnsureRunDir(); err != nil {
+	if err := ensureRunDir(); err != nil {
 		return err
 	}
 	orig, err := netns.Get()

@@ -19,7 +19,7 @@ import (
 // EBUSY, leaving the name mounted underneath and pinning its namespace.
 //
 // So the lab makes RunDir a shared mount point before it binds a name
-// (EnsureRunDir), and when it finds names stuck under such a mount it lifts
+// (ensureRunDir), and when it finds names stuck under such a mount it lifts
 // the mounts on RunDir, takes its names out, and puts every other name back
 // on a fresh shared mount point (liftStale). Both run under an flock on
 // RunDir, so two labs never do it at once.
@@ -46,18 +46,14 @@ func makeShared() error {
 	return unix.Mount("", RunDir, "none", unix.MS_SHARED|unix.MS_REC, "")
 }
 
-// EnsureRunDir makes RunDir a shared mount point, as iproute2 does; names
+// ensureRunDir makes RunDir a shared mount point, as iproute2 does; names
 // already bound in the plain directory are carried onto the new mount.
-func EnsureRunDir() error {
+func ensureRunDir() error {
 	unlock, err := lockRunDir()
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	return ensureRunDirLocked()
-}
-
-func ensureRunDirLocked() error {
 	switch err := makeShared(); {
 	case err == nil:
 		return nil
@@ -74,13 +70,7 @@ func ensureRunDirLocked() error {
 	if err := pins.unmountAll(); err != nil {
 		return err
 	}
-	if err := unix.Mount(RunDir, RunDir, "none", unix.MS_BIND, ""); err != nil {
-		return fmt.Errorf("bind %s on itself: %w", RunDir, err)
-	}
-	if err := makeShared(); err != nil {
-		return fmt.Errorf("make %s shared: %w", RunDir, err)
-	}
-	return pins.rebind("")
+	return remount(pins, "")
 }
 
 // liftStale removes name from RunDir when it is stuck under a mount on
@@ -122,13 +112,15 @@ func liftStale(name string) error {
 	}
 	path := filepath.Join(RunDir, name)
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		_ = ensureLiftedRebind(all, name)
+		_ = remount(all, name)
 		return fmt.Errorf("delete netns %s: %w", name, err)
 	}
-	return ensureLiftedRebind(all, name)
+	return remount(all, name)
 }
 
-func ensureLiftedRebind(all *pinned, skip string) error {
+// remount makes the plain RunDir a shared mount point (bound on itself) and
+// binds every pinned name but skip back onto it.
+func remount(all *pinned, skip string) error {
 	if err := unix.Mount(RunDir, RunDir, "none", unix.MS_BIND, ""); err != nil {
 		return fmt.Errorf("bind %s on itself: %w", RunDir, err)
 	}

@@ -1,5 +1,5 @@
-// Package procfs reads what the lab and the bench need of a process from
-// /proc: its CPU time and its resident memory.
+// Package procfs reads what the lab and the bench need from /proc: a
+// process's CPU time and resident memory, and the machine's memory.
 package procfs
 
 import (
@@ -12,7 +12,7 @@ import (
 	"strings"
 )
 
-// userHZ is the unit of utime/stime in /proc/<pid>/stat. The kernel
+// UserHZ is the unit of utime/stime in /proc/<pid>/stat. The kernel
 // exports these in USER_HZ, which is 100 on every Linux architecture Go
 // supports (CONFIG_HZ may differ; the exported unit does not).
 const UserHZ = 100
@@ -44,11 +44,12 @@ func parseStatCPU(stat []byte) (uint64, error) {
 }
 
 // parseVmRSS returns VmRSS in KiB from the text of /proc/<pid>/status.
-func parseVmRSS(status []byte) (uint64, error) { return parseStatusKiB(status, "VmRSS") }
+func parseVmRSS(status []byte) (uint64, error) { return ParseKiB(status, "VmRSS") }
 
-// parseStatusKiB returns a "<field>: <n> kB" line of /proc/<pid>/status.
-func parseStatusKiB(status []byte, field string) (uint64, error) {
-	sc := bufio.NewScanner(bytes.NewReader(status))
+// ParseKiB returns the value of a "<field>: <n> kB" line, as
+// /proc/<pid>/status and /proc/meminfo write them.
+func ParseKiB(text []byte, field string) (uint64, error) {
+	sc := bufio.NewScanner(bytes.NewReader(text))
 	for sc.Scan() {
 		v, ok := strings.CutPrefix(sc.Text(), field+":")
 		if !ok {
@@ -56,15 +57,15 @@ func parseStatusKiB(status []byte, field string) (uint64, error) {
 		}
 		f := strings.Fields(v)
 		if len(f) != 2 || f[1] != "kB" {
-			return 0, fmt.Errorf("status: %s %q: want \"<n> kB\"", field, strings.TrimSpace(v))
+			return 0, fmt.Errorf("%s %q: want \"<n> kB\"", field, strings.TrimSpace(v))
 		}
 		n, err := strconv.ParseUint(f[0], 10, 64)
 		if err != nil {
-			return 0, fmt.Errorf("status: %s %q: %w", field, f[0], err)
+			return 0, fmt.Errorf("%s %q: %w", field, f[0], err)
 		}
 		return n, nil
 	}
-	return 0, fmt.Errorf("status: no %s line (a kernel thread or a zombie?)", field)
+	return 0, fmt.Errorf("no %s line", field)
 }
 
 // CPUTicks reads a process's utime+stime.
@@ -89,10 +90,23 @@ func RSSKiB(pid int) (rss, anon uint64, err error) {
 		return 0, 0, err
 	}
 	if rss, err = parseVmRSS(data); err != nil {
-		return 0, 0, fmt.Errorf("pid %d: %w", pid, err)
+		return 0, 0, fmt.Errorf("pid %d: status: %w (a kernel thread or a zombie?)", pid, err)
 	}
-	if anon, err = parseStatusKiB(data, "RssAnon"); err != nil {
-		return 0, 0, fmt.Errorf("pid %d: %w", pid, err)
+	if anon, err = ParseKiB(data, "RssAnon"); err != nil {
+		return 0, 0, fmt.Errorf("pid %d: status: %w", pid, err)
 	}
 	return rss, anon, nil
+}
+
+// MemInfoKiB reads a field of /proc/meminfo ("MemAvailable").
+func MemInfoKiB(field string) (uint64, error) {
+	data, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0, err
+	}
+	v, err := ParseKiB(data, field)
+	if err != nil {
+		return 0, fmt.Errorf("meminfo: %w", err)
+	}
+	return v, nil
 }

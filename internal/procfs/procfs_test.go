@@ -52,7 +52,7 @@ func TestParseVmRSS(t *testing.T) {
 	if _, err := parseVmRSS([]byte("VmRSS:\t12 MB\n")); err == nil {
 		t.Error("an unexpected unit should fail")
 	}
-	if got, err := parseStatusKiB([]byte(sampleStatus), "RssAnon"); err != nil || got != 14200 {
+	if got, err := ParseKiB([]byte(sampleStatus), "RssAnon"); err != nil || got != 14200 {
 		t.Errorf("RssAnon = %d, %v; want 14200", got, err)
 	}
 }
@@ -68,5 +68,18 @@ func TestOwnProcess(t *testing.T) {
 	}
 	if kib == 0 || anon == 0 || anon > kib {
 		t.Errorf("RSS of this process: %d KiB, of which %d KiB anonymous", kib, anon)
+	}
+}
+
+func TestParseKiBMemInfo(t *testing.T) {
+	got, err := ParseKiB([]byte("MemTotal:       24575996 kB\nMemFree:         1000 kB\nMemAvailable:   20123456 kB\n"), "MemAvailable")
+	if err != nil || got != 20123456 {
+		t.Fatalf("got %d, %v; want 20123456", got, err)
+	}
+	if _, err := ParseKiB([]byte("MemTotal: 1 kB\n"), "MemAvailable"); err == nil {
+		t.Fatal("a meminfo without MemAvailable parsed")
+	}
+	if kib, err := MemInfoKiB("MemAvailable"); err != nil || kib == 0 {
+		t.Fatalf("this machine's MemAvailable: %d, %v", kib, err)
 	}
 }
