@@ -12,7 +12,6 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/overlaylab/overlaylab/internal/nsutil"
 	"github.com/overlaylab/overlaylab/lab/plan"
 	"github.com/overlaylab/overlaylab/topo"
 )
@@ -36,20 +35,6 @@ func (l *Lab) SetLink(host string, up bool) error {
 		return err
 	}
 	return topo.SetLinkUp(st.Underlay.Netns, plan.HostPort(h.Index), up)
-}
-
-func withNft(ns string, fn func(*nftables.Conn) error) error {
-	nh, err := nsutil.Handle(ns)
-	if err != nil {
-		return err
-	}
-	defer nh.Close()
-	c, err := nftables.New(nftables.WithNetNSFd(int(nh)))
-	if err != nil {
-		return fmt.Errorf("nftables in %s: %w", ns, err)
-	}
-	defer c.CloseLasting()
-	return fn(c)
 }
 
 // dropTable removes one of our tables; a missing table is fine.
@@ -98,7 +83,7 @@ func (l *Lab) SetLoss(host string, percent float64) error {
 	if percent < 0 || percent > 100 {
 		return fmt.Errorf("loss %v%%: must be 0..100", percent)
 	}
-	return withNft(h.Netns, func(c *nftables.Conn) error {
+	return topo.WithNft(h.Netns, func(c *nftables.Conn) error {
 		if err := dropTable(c, lossTable); err != nil {
 			return fmt.Errorf("%s: clear loss: %w", host, err)
 		}
@@ -158,7 +143,7 @@ func (l *Lab) SetPartition(host string, on bool) error {
 	if len(etcdIPs) == 0 {
 		return fmt.Errorf("lab %q: no IPv4 etcd endpoint to partition from", st.Name)
 	}
-	return withNft(h.Netns, func(c *nftables.Conn) error {
+	return topo.WithNft(h.Netns, func(c *nftables.Conn) error {
 		if err := dropTable(c, partitionTable); err != nil {
 			return fmt.Errorf("%s: heal: %w", host, err)
 		}

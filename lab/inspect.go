@@ -52,7 +52,7 @@ func Dump(ns string) string {
 		}
 	}
 	b.WriteString("\n# nftables\n")
-	_ = withNft(ns, func(c *nftables.Conn) error {
+	_ = topo.WithNft(ns, func(c *nftables.Conn) error {
 		tables, err := c.ListTables()
 		if err != nil {
 			fmt.Fprintf(&b, "(%v)\n", err)

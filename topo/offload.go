@@ -30,8 +30,10 @@ var features = map[Offload][]string{
 
 // SetOffloads switches offloads of a device inside a namespace through the
 // kernel's ethtool interface (no ethtool binary needed) and returns the
-// features it changed. A switch whose features the device cannot change is
-// an error naming them.
+// features of the asked switches that are now as wanted (also those that
+// already were). A device may fix some features of a group (veth fixes a
+// few tx-checksum ones): only when none could be set as wanted is it an
+// error, naming the stuck ones.
 func SetOffloads(nsName, dev string, want map[Offload]bool) ([]string, error) {
 	e, err := ethtoolIn(nsName)
 	if err != nil {
