@@ -291,6 +291,13 @@ func checkMatrixAndWire(st *lab.State, hi int) {
 	st = l.Snapshot()
 	h := st.Hosts[hi]
 	eps := st.Endpoints("")
+	if st.Backend != "udp" {
+		// The wire check pins a destination MAC only for the peers it has
+		// one for: without every host's, a wrong MAC would go unnoticed.
+		macs, err := st.WireMACs(context.Background(), "")
+		ExpectWithOffset(1, err).NotTo(HaveOccurred())
+		ExpectWithOffset(1, macs).To(HaveLen(len(st.Hosts)), "a wire MAC for every host")
+	}
 	res, err := l.CheckWire(context.Background(), lab.WireCheck{Host: h.Name, CheckMACs: true,
 		Traffic: func(ctx context.Context) ([]lab.Endpoint, *lab.Matrix, error) {
 			ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
