@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strconv"
 	"sync"
 	"syscall"
@@ -303,16 +304,29 @@ func TryTCP(ctx context.Context, from, to Endpoint, port int, listen bool, timeo
 	dctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	c, err := nsutil.DialContext(from.Netns)(dctx, "tcp4", addr)
-	switch {
-	case err == nil:
+	if err == nil {
 		c.Close()
 		return TCPConnect, nil
-	case errors.Is(err, syscall.ECONNREFUSED):
-		return TCPRefused, nil
-	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, syscall.ETIMEDOUT):
-		return TCPTimeout, nil
-	case errors.Is(err, syscall.EHOSTUNREACH) || errors.Is(err, syscall.ENETUNREACH):
-		return "unreachable", nil
+	}
+	if got, ok := tcpOutcome(err); ok {
+		return got, nil
 	}
 	return "", fmt.Errorf("tcp %s → %s: %w", from.Name, addr, err)
+}
+
+// tcpOutcome names what a failed connection attempt met; ok=false for an
+// error that is not an answer from the network.
+func tcpOutcome(err error) (string, bool) {
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return TCPRefused, true
+	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, syscall.ETIMEDOUT):
+		// The dialer puts ctx's deadline on the socket too: whichever
+		// fires first, context's or the socket's (os.ErrDeadlineExceeded,
+		// "i/o timeout"), it is the same timeout.
+		return TCPTimeout, true
+	case errors.Is(err, syscall.EHOSTUNREACH) || errors.Is(err, syscall.ENETUNREACH):
+		return "unreachable", true
+	}
+	return "", false
 }

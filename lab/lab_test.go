@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -540,5 +541,29 @@ func TestEtcdCallsHaveDeadlines(t *testing.T) {
 	}
 	if _, err := st.Leases(context.Background(), ""); err == nil {
 		t.Error("reading leases from a silent etcd succeeded")
+	}
+}
+
+// TestTCPOutcome: a connection attempt's error names its outcome, the
+// socket's own deadline ("i/o timeout") as a timeout too: a dial whose
+// socket deadline fires before its context's used to be reported as an
+// error, so a tcp check wanting a timeout could not pass.
+func TestTCPOutcome(t *testing.T) {
+	op := func(err error) error { return &net.OpError{Op: "dial", Net: "tcp4", Err: err} }
+	for _, c := range []struct {
+		err  error
+		want string
+		ok   bool
+	}{
+		{op(os.ErrDeadlineExceeded), TCPTimeout, true},
+		{op(context.DeadlineExceeded), TCPTimeout, true},
+		{op(&os.SyscallError{Syscall: "connect", Err: syscall.ETIMEDOUT}), TCPTimeout, true},
+		{op(&os.SyscallError{Syscall: "connect", Err: syscall.ECONNREFUSED}), TCPRefused, true},
+		{op(&os.SyscallError{Syscall: "connect", Err: syscall.EHOSTUNREACH}), "unreachable", true},
+		{op(errors.New("something else")), "", false},
+	} {
+		if got, ok := tcpOutcome(c.err); got != c.want || ok != c.ok {
+			t.Errorf("tcpOutcome(%v) = %q, %v; want %q, %v", c.err, got, ok, c.want, c.ok)
+		}
 	}
 }
