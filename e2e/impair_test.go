@@ -75,6 +75,24 @@ var _ = Describe("impair (the userspace link emulator)", Ordered, func() {
 		Expect(run(labArgs(name, "impair", "h1", "--clear")...).code).To(Equal(0))
 	})
 
+	It("narrows a host's hop with link-mtu, and 0 removes it", func() {
+		df := func(size int) bool {
+			return exec.Command("ip", "netns", "exec", from, "ping", "-c", "2", "-W", "1", "-i", "0.2", "-M", "do", "-s", strconv.Itoa(size-28), to).Run() == nil
+		}
+		Expect(df(1400)).To(BeTrue(), "1400-byte DF pings pass on the full path")
+		r := run(labArgs(name, "link-mtu", "h1", "1400")...)
+		Expect(r.code).To(Equal(0), r.String())
+		Expect(df(1400)).To(BeFalse(), "a 1400-byte inner packet is more than 1400 bytes on the wire")
+		Expect(df(1300)).To(BeTrue(), "well under the hop's MTU")
+		r = run(labArgs(name, "link-mtu", "h1", "0")...)
+		Expect(r.code).To(Equal(0), r.String())
+		Expect(df(1400)).To(BeTrue(), "the narrowing removed")
+		for _, args := range [][]string{{"h1", "wide"}, {"h1", "20"}, {"h9", "1400"}} {
+			r := run(labArgs(name, append([]string{"link-mtu"}, args...)...)...)
+			Expect(r.code).NotTo(Equal(0), "link-mtu %v must be refused", args)
+		}
+	})
+
 	It("refuses what is not an impairment", func() {
 		for _, args := range [][]string{{"h1"}, {"h1", "--loss", "120%"}, {"h1", "--jitter", "5ms"}, {"h1", "--direction", "up", "--delay", "1ms"}, {"h9", "--delay", "1ms"}} {
 			r := run(labArgs(name, append([]string{"impair"}, args...)...)...)

@@ -29,7 +29,7 @@ func main() {
 	}
 	root.Version = version()
 	root.SetVersionTemplate("overlaylab {{.Version}}\n")
-	root.AddCommand(agentCmd(), upCmd(), downCmd(), statusCmd(), execCmd(), killCmd(), startCmd(), hostCmd(), etcdCtlCmd(), impairCmd(),
+	root.AddCommand(agentCmd(), upCmd(), downCmd(), statusCmd(), execCmd(), killCmd(), startCmd(), hostCmd(), etcdCtlCmd(), impairCmd(), linkMTUCmd(),
 		runCmd(), validateCmd(), etcdMemberCmd(), etcdProxyCmd(), linkemCmd(), benchCmd())
 	err := root.ExecuteContext(ctx)
 	stop()
