@@ -53,7 +53,7 @@ var _ = Describe("bad input to up", func() {
 
 	It("says what to do when /dev/net/tun is missing", func() {
 		if _, err := exec.LookPath("unshare"); err != nil {
-			Skip("unshare (util-linux) is not installed")
+			missing("unshare (util-linux) is not installed")
 		}
 		// A private mount namespace where /dev/net is an empty tmpfs.
 		script := `mount -t tmpfs none /dev/net && exec "$0" "$@"`

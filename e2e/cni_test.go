@@ -18,7 +18,7 @@ import (
 func cniDir() string {
 	d := filepath.Join(repoRoot(), "bin", "cni")
 	if _, err := os.Stat(filepath.Join(d, "flannel")); err != nil {
-		Skip("no CNI plugins in bin/cni: run `make cni-plugins`")
+		missing("no CNI plugins in bin/cni: run `make cni-plugins`")
 	}
 	return d
 }

@@ -38,7 +38,7 @@ var _ = Describe("impair (the userspace link emulator)", Ordered, func() {
 	var from, to string
 	BeforeAll(func() {
 		if _, err := exec.LookPath("ping"); err != nil {
-			Skip("ping is not installed (.ci/run installs iputils-ping)")
+			missing("ping is not installed (.ci/run installs iputils-ping)")
 		}
 		r := run(labArgs(name, "up", "--hosts", "2", "--containers", "1")...)
 		Expect(r.code).To(Equal(0), r.String())

@@ -33,7 +33,7 @@ func flanneldPath() string {
 func needFlanneld() string {
 	p := flanneldPath()
 	if p == "" {
-		Skip("no upstream flanneld: run `make flanneld` (or set FLANNELD)")
+		missing("no upstream flanneld: run `make flanneld` (or set FLANNELD)")
 	}
 	return p
 }

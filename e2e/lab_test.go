@@ -102,7 +102,7 @@ func labSpecs(backend, name string) {
 
 		It("answers ping from outside the tool (ip netns exec … ping)", func() {
 			if _, err := exec.LookPath("ping"); err != nil {
-				Skip("ping is not installed (.ci/run installs iputils-ping)")
+				missing("ping is not installed (.ci/run installs iputils-ping)")
 			}
 			st := status(name)
 			from := st.Hosts[0].Containers[0]

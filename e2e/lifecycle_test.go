@@ -21,7 +21,7 @@ import (
 // lab's names; the machine's own mounts are untouched.
 func privateMountNS(script string) result {
 	if _, err := exec.LookPath("unshare"); err != nil {
-		Skip("unshare (util-linux) is not installed")
+		missing("unshare (util-linux) is not installed")
 	}
 	pre := `mount -t tmpfs tmpfs /run && mkdir -p /run/netns || exit 9; `
 	return runCmd(exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c", pre+script))
