@@ -66,7 +66,11 @@ func TestProcsStat(t *testing.T) {
 func TestImpairedTarget(t *testing.T) {
 	rep := func(impaired, vxlan float64) *Report {
 		row := func(name string, p50 float64) ConfigResult {
-			return ConfigResult{Config: Config{Name: name}, Summary: map[string]Summary{MRTT50: {N: 3, Median: p50}, MRTT99: {N: 3, Median: p50 + 3500}}}
+			c := ConfigResult{Config: Config{Name: name}, Summary: map[string]Summary{MRTT50: {N: 3, Median: p50}, MRTT99: {N: 3, Median: p50 + 3500}}}
+			if name == CfgImpaired {
+				c.ImpairRTT = &lab.Impairment{Delay: 10 * time.Millisecond, Jitter: 2 * time.Millisecond}
+			}
+			return c
 		}
 		r := &Report{Configs: []ConfigResult{row(CfgVXLAN, vxlan), row(CfgImpaired, impaired)}}
 		return r
@@ -85,5 +89,26 @@ func TestImpairedTarget(t *testing.T) {
 	r.Configs = r.Configs[1:]
 	if got := impairedTarget(r, why); got.Status != NotMeasured {
 		t.Errorf("without the vxlan row: %s", got.Status)
+	}
+}
+
+// TestDelayOnlyTarget: one TCP stream through the delay-only link is judged
+// against 1 Gbit/s; without the row's figure it is not measured.
+func TestDelayOnlyTarget(t *testing.T) {
+	why := func(...string) string { return "missing" }
+	row := func(gbit float64) *Report {
+		c := ConfigResult{Config: Config{Name: CfgImpaired, ImpairTCP: &lab.Impairment{Delay: 10 * time.Millisecond}}}
+		if gbit > 0 {
+			c.Summary = map[string]Summary{MTCP1: {N: 3, Median: gbit}}
+		}
+		return &Report{Configs: []ConfigResult{c}}
+	}
+	for _, c := range []struct {
+		gbit float64
+		want string
+	}{{1.4, Met}, {0.54, Missed}, {0, NotMeasured}} {
+		if got := delayOnlyTarget(row(c.gbit), why); got.Status != c.want {
+			t.Errorf("%v Gbit/s: %s (%s), want %s", c.gbit, got.Status, got.Measured, c.want)
+		}
 	}
 }
