@@ -235,13 +235,8 @@ func (r *resolver) networkConfig(rn *RawNetwork, label string, k int) *config.Co
 	if bad {
 		return nil
 	}
-	if label != "" && k > 0 {
-		if cfg.Backend.Type == config.BackendVXLAN && !rb.VNI.IsSet() {
-			cfg.Backend.VNI += k
-		}
-		if cfg.Backend.Type == config.BackendUDP && !rb.Port.IsSet() {
-			cfg.Backend.Port += k
-		}
+	if label != "" {
+		plan.NumberTenant(cfg, k, rb.VNI.IsSet(), rb.Port.IsSet())
 	}
 	return cfg
 }

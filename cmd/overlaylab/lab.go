@@ -121,19 +121,11 @@ func parseNetworks(flags []string, hosts, subnetLen int, backend string) ([]plan
 			if err := plan.CheckNetworkName(name); err != nil {
 				return nil, err
 			}
-			n.Config.Backend.VNI += k * boolInt(n.Config.Backend.VNI != 0)
-			n.Config.Backend.Port += k * boolInt(n.Config.Backend.Type == config.BackendUDP)
+			plan.NumberTenant(n.Config, k, false, false)
 		}
 		out = append(out, n)
 	}
 	return out, nil
-}
-
-func boolInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 // parseAgents reads --agent: PATH for every host, hN=PATH for one.

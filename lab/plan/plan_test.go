@@ -435,3 +435,30 @@ func TestEndpointHostPort(t *testing.T) {
 		t.Errorf("https: %v", err)
 	}
 }
+
+// TestNumberTenant: the k-th tenant network gets flannel's default VNI or
+// port plus k unless its author set one; host-gw has neither.
+func TestNumberTenant(t *testing.T) {
+	for _, c := range []struct {
+		backend          string
+		k                int
+		vniSet, portSet  bool
+		wantVNI, wantPrt int
+	}{
+		{config.BackendVXLAN, 2, false, false, 3, 8472},
+		{config.BackendVXLAN, 2, true, false, 1, 8472},
+		{config.BackendUDP, 1, false, false, 0, 8286},
+		{config.BackendUDP, 1, false, true, 0, 8285},
+		{config.BackendHostGW, 3, false, false, 0, 0},
+	} {
+		n, err := NewNetwork("red", "10.10.0.0/16", 24, c.backend)
+		if err != nil {
+			t.Fatal(err)
+		}
+		NumberTenant(n.Config, c.k, c.vniSet, c.portSet)
+		if n.Config.Backend.VNI != c.wantVNI || n.Config.Backend.Port != c.wantPrt {
+			t.Errorf("%s k=%d set=%v/%v: VNI %d port %d, want %d %d", c.backend, c.k, c.vniSet, c.portSet,
+				n.Config.Backend.VNI, n.Config.Backend.Port, c.wantVNI, c.wantPrt)
+		}
+	}
+}

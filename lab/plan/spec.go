@@ -164,6 +164,23 @@ func DefaultNetworkFor(hosts int) string {
 	return p.String()
 }
 
+// NumberTenant gives the k-th tenant network (from 0) of a lab flannel's
+// default VNI (vxlan) or port (udp) plus k, where its author set none
+// (vniSet, portSet): tenant networks on the same hosts need distinct ones.
+// The CLI and scenarios number them by this one rule.
+func NumberTenant(cfg *config.Config, k int, vniSet, portSet bool) {
+	switch cfg.Backend.Type {
+	case config.BackendVXLAN:
+		if !vniSet {
+			cfg.Backend.VNI += k
+		}
+	case config.BackendUDP:
+		if !portSet {
+			cfg.Backend.Port += k
+		}
+	}
+}
+
 // NewNetwork builds and checks a network config from the CLI's fields, with
 // flannel's defaults applied by overlay/config.
 func NewNetwork(name, cidr string, subnetLen int, backend string) (Network, error) {
