@@ -27,16 +27,7 @@ func TestLeaseSurvivesEtcdOutage(t *testing.T) {
 	if testing.Short() {
 		t.Skip("stops etcd for 20 s")
 	}
-	te, err := loopetcd.Start(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(te.Stop)
-	cli, err := te.Client()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
+	te, cli := ownEtcd(t)
 	prefix := testPrefix(t)
 	etcdPut(t, cli, prefix+"/config", `{"Network":"10.44.0.0/16","Backend":{"Type":"host-gw"}}`)
 
@@ -80,6 +71,23 @@ func TestLeaseSurvivesEtcdOutage(t *testing.T) {
 	}
 }
 
+// ownEtcd starts an etcd of the test's own (the test stops and restarts
+// it, which the shared one must never see) and a client of it.
+func ownEtcd(t *testing.T) (*loopetcd.Server, *clientv3.Client) {
+	t.Helper()
+	te, err := loopetcd.Start(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(te.Stop)
+	cli, err := te.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return te, cli
+}
+
 // leaseKV returns the one lease key under prefix and its etcd metadata.
 func leaseKV(t *testing.T, cli *clientv3.Client, prefix string) (string, struct{ CreateRevision, Lease int64 }) {
 	t.Helper()
@@ -102,16 +110,7 @@ func leaseKV(t *testing.T, cli *clientv3.Client, prefix string) (string, struct{
 // etcd busy with hundreds of agents starting at once times out requests):
 // it retries until etcd answers. Before, the agent exited.
 func TestListLeasesWaitsForEtcd(t *testing.T) {
-	te, err := loopetcd.Start(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(te.Stop)
-	cli, err := te.Client()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
+	te, cli := ownEtcd(t)
 	mgr := subnet.NewManager(cli, subnet.Options{Prefix: "/list", RequestTimeout: 300 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()

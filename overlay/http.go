@@ -79,11 +79,7 @@ func (a *Agent) writeMetrics(w http.ResponseWriter) {
 	family := func(name, typ, help string, v func(n *network) int64) {
 		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, typ)
 		for _, n := range a.nets {
-			if l := n.label(); l != "" {
-				fmt.Fprintf(w, "%s{%s} %d\n", name, l, v(n))
-			} else {
-				fmt.Fprintf(w, "%s %d\n", name, v(n))
-			}
+			fmt.Fprintf(w, "%s%s %d\n", name, backend.Braces(n.label()), v(n))
 		}
 	}
 	gauge := func(name, help string, v func(n *network) int64) { family(name, "gauge", help, v) }

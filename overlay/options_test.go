@@ -18,11 +18,7 @@ func TestDefaultOptionsValid(t *testing.T) {
 // TestValidate: each mistake is refused with an error naming the flag it
 // came from; the valid edges pass.
 func TestValidate(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		mod  func(*Options)
-		want string // "" = valid
-	}{
+	checkValidate(t, []validateCase{
 		{"no endpoints", func(o *Options) { o.EtcdEndpoints = nil }, "--etcd-endpoints"},
 		{"cert without key", func(o *Options) { o.EtcdCertFile = "c.pem" }, "--etcd-keyfile"},
 		{"key without cert", func(o *Options) { o.EtcdKeyFile = "k.pem" }, "--etcd-certfile"},
@@ -48,7 +44,21 @@ func TestValidate(t *testing.T) {
 		{"udp workers negative", func(o *Options) { o.UDPWorkers = -1 }, "--udp-workers -1"},
 		{"udp workers too many", func(o *Options) { o.UDPWorkers = 257 }, "--udp-workers 257: must be 0..256"},
 		{"udp workers max", func(o *Options) { o.UDPWorkers = 256 }, ""},
-	} {
+	})
+}
+
+// validateCase is a change to DefaultOptions and what Validate must say.
+type validateCase struct {
+	name string
+	mod  func(*Options)
+	want string // "" = valid
+}
+
+// checkValidate runs each case as a subtest: a valid case must pass, any
+// other must fail with an error containing want.
+func checkValidate(t *testing.T, cases []validateCase) {
+	t.Helper()
+	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			o := DefaultOptions()
 			tc.mod(&o)

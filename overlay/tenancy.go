@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/google/nftables"
@@ -305,11 +306,7 @@ func (k *netlinkTenancy) ensure(t tenancy) error {
 		return err
 	}
 	want := t.rule()
-	found := false
-	for _, r := range rules {
-		found = found || sameRule(r, *want)
-	}
-	if !found {
+	if !slices.ContainsFunc(rules, func(r netlink.Rule) bool { return sameRule(r, *want) }) {
 		if err := k.h.RuleAdd(want); err != nil {
 			return fmt.Errorf("network %s: rule iif %s lookup %d: %w", t.name, want.IifName, t.table, err)
 		}

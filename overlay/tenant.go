@@ -45,7 +45,6 @@ package overlay
 import (
 	"errors"
 	"fmt"
-	"net/netip"
 	"path/filepath"
 
 	"github.com/overlaylab/overlaylab/overlay/backend/vxlan"
@@ -131,11 +130,9 @@ func clash(x, y namedConfig) error {
 	case xb.Type == config.BackendUDP && xb.Port == yb.Port:
 		return fmt.Errorf("networks %s and %s both use udp port %d (Backend.Port in %s and %s): each network needs its own port",
 			x.name, y.name, xb.Port, x.key, y.key)
-	case xb.Type == config.BackendHostGW && overlaps(x.cfg.Network, y.cfg.Network):
+	case xb.Type == config.BackendHostGW && x.cfg.Network.Overlaps(y.cfg.Network):
 		return fmt.Errorf("host-gw networks %s (%s) and %s (%s) overlap: host-gw routes by destination alone and cannot keep overlapping networks apart; use vxlan or udp, or disjoint Networks",
 			x.name, x.cfg.Network, y.name, y.cfg.Network)
 	}
 	return nil
 }
-
-func overlaps(a, b netip.Prefix) bool { return a.Overlaps(b) }

@@ -23,11 +23,7 @@ func TestValidateNetworks(t *testing.T) {
 	multi := func(o *Options) {
 		o.Networks, o.SubnetDir, o.SubnetFile = []string{"red", "blue"}, "/run/flannel/networks", ""
 	}
-	for _, tc := range []struct {
-		name string
-		mod  func(*Options)
-		want string // "" = valid
-	}{
+	checkValidate(t, []validateCase{
 		{"two networks", multi, ""},
 		{"eight characters, digits", func(o *Options) { multi(o); o.Networks = []string{"abcdefg1", "b2"} }, ""},
 		{"one network", func(o *Options) { multi(o); o.Networks = []string{"red"} }, ""},
@@ -48,19 +44,7 @@ func TestValidateNetworks(t *testing.T) {
 				o.Networks = append(o.Networks, fmt.Sprintf("n%d", i))
 			}
 		}, "at most 64"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			o := DefaultOptions()
-			tc.mod(&o)
-			err := o.Validate()
-			switch {
-			case tc.want == "" && err != nil:
-				t.Errorf("Validate = %v, want valid", err)
-			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
-				t.Errorf("Validate = %v, want an error with %q", err, tc.want)
-			}
-		})
-	}
+	})
 }
 
 // TestNewNetworks: New leaves --subnet-file empty with --networks (flanneld's

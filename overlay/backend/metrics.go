@@ -61,7 +61,7 @@ func WritePrometheusAll(w io.Writer, ms []Labeled) {
 	family := func(name, help string, v func(*Metrics) uint64) {
 		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n", name, help, name)
 		for _, l := range ms {
-			fmt.Fprintf(w, "%s%s %d\n", name, braces(l.Label), v(l.M))
+			fmt.Fprintf(w, "%s%s %d\n", name, Braces(l.Label), v(l.M))
 		}
 	}
 	family("overlaylab_encap_packets_total", "Packets encapsulated towards peers.", func(m *Metrics) uint64 { return m.EncapPackets.Load() })
@@ -82,8 +82,8 @@ func WritePrometheusAll(w io.Writer, ms []Labeled) {
 	}
 }
 
-// braces wraps a non-empty label list for a sample line.
-func braces(labels string) string {
+// Braces wraps a non-empty label list for a sample line (name{labels}).
+func Braces(labels string) string {
 	if labels == "" {
 		return ""
 	}

@@ -18,15 +18,11 @@ import (
 // removed by Reconcile.
 const RouteProtocol netlink.RouteProtocol = 77
 
-// OwnedRoutes lists the IPv4 routes of the main table that carry
-// RouteProtocol, on the device ifindex or, with ifindex 0, on any device.
-// An interrupted dump gives what it read: Reconcile then misses a stale
-// route until its next run, but never removes a route it did not see.
-func OwnedRoutes(ifindex int) ([]netlink.Route, error) {
-	return OwnedRoutesIn(unix.RT_TABLE_MAIN, ifindex)
-}
-
-// OwnedRoutesIn is OwnedRoutes for the routing table table (0 = main).
+// OwnedRoutesIn lists the IPv4 routes of the routing table table (0 =
+// main) that carry RouteProtocol, on the device ifindex or, with ifindex 0,
+// on any device. An interrupted dump gives what it read: Reconcile then
+// misses a stale route until its next run, but never removes a route it
+// did not see.
 func OwnedRoutesIn(table, ifindex int) ([]netlink.Route, error) {
 	if table == 0 {
 		table = unix.RT_TABLE_MAIN

@@ -62,27 +62,7 @@ func TestReconcileAfterRestart(t *testing.T) {
 	}
 	ctx := context.Background()
 	h2, h3 := lease("10.10.2.0/24", "192.168.90.2", "host-gw"), lease("10.10.3.0/24", "192.168.90.3", "host-gw")
-	start := func(peers ...subnet.Lease) backend.Backend {
-		var be backend.Backend
-		in(func() error {
-			ifc, err := net.InterfaceByName("ext0")
-			if err != nil {
-				return err
-			}
-			ip := netip.MustParseAddr("192.168.90.1")
-			if be, err = New(cfg, backend.External{Iface: ifc, PublicIP: ip, LocalIP: ip}, &backend.Metrics{}, backend.Options{}); err != nil {
-				return err
-			}
-			for _, p := range peers {
-				if err := be.AddPeer(ctx, p); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		return be
-	}
-	start(h2, h3)
+	startBackend(in, cfg, backend.Options{}, h2, h3)
 	in(func() error {
 		l, err := netlink.LinkByName("ext0")
 		if err != nil {
@@ -100,7 +80,7 @@ func TestReconcileAfterRestart(t *testing.T) {
 		t.Fatalf("h3 not routed before the restart:\n%s", got)
 	}
 
-	be := start(h2)
+	be := startBackend(in, cfg, backend.Options{}, h2)
 	in(func() error { return be.Reconcile(ctx) })
 	got := routes(t, in)
 	if strings.Contains(got, "10.10.3.0/24") {
@@ -111,6 +91,29 @@ func TestReconcileAfterRestart(t *testing.T) {
 			t.Errorf("%q is gone after Reconcile:\n%s", kept, got)
 		}
 	}
+}
+
+// startBackend plays an agent starting in the namespace: a host-gw backend
+// on ext0 (192.168.90.1) with options o, given peers.
+func startBackend(in func(func() error), cfg *config.Config, o backend.Options, peers ...subnet.Lease) backend.Backend {
+	var be backend.Backend
+	in(func() error {
+		ifc, err := net.InterfaceByName("ext0")
+		if err != nil {
+			return err
+		}
+		ip := netip.MustParseAddr("192.168.90.1")
+		if be, err = New(cfg, backend.External{Iface: ifc, PublicIP: ip, LocalIP: ip}, &backend.Metrics{}, o); err != nil {
+			return err
+		}
+		for _, p := range peers {
+			if err := be.AddPeer(context.Background(), p); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return be
 }
 
 func routes(t *testing.T, in func(func() error)) string {
@@ -142,21 +145,8 @@ func TestReconcileInTable(t *testing.T) {
 	}
 	ctx := context.Background()
 	h2, h3 := lease("10.10.2.0/24", "192.168.90.2", "host-gw"), lease("10.10.3.0/24", "192.168.90.3", "host-gw")
-	var be backend.Backend
+	be := startBackend(in, cfg, backend.Options{Network: "red", Table: 1001}, h2, h3)
 	in(func() error {
-		ifc, err := net.InterfaceByName("ext0")
-		if err != nil {
-			return err
-		}
-		ip := netip.MustParseAddr("192.168.90.1")
-		if be, err = New(cfg, backend.External{Iface: ifc, PublicIP: ip, LocalIP: ip}, &backend.Metrics{}, backend.Options{Network: "red", Table: 1001}); err != nil {
-			return err
-		}
-		for _, p := range []subnet.Lease{h2, h3} {
-			if err := be.AddPeer(ctx, p); err != nil {
-				return err
-			}
-		}
 		if err := be.RemovePeer(ctx, h3); err != nil {
 			return err
 		}

@@ -32,7 +32,7 @@ type fakeKernel struct {
 	vnet bool
 }
 
-func newFakeKernel(t *testing.T, vnet bool) (*fakeKernel, *tunDev) {
+func newFakeKernel(t testing.TB, vnet bool) (*fakeKernel, *tunDev) {
 	t.Helper()
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -138,7 +138,7 @@ func newFastFixture(t *testing.T, vnet, gso, gro bool) *fastFixture {
 	return newFastFixtureN(t, 1, vnet, gso, gro)
 }
 
-func newFastFixtureN(t *testing.T, n int, vnet, gso, gro bool) *fastFixture {
+func newFastFixtureN(t testing.TB, n int, vnet, gso, gro bool) *fastFixture {
 	t.Helper()
 	f := &fastPath{}
 	var ks []*fakeKernel
@@ -465,7 +465,7 @@ func TestFastTunToUDPNoVnet(t *testing.T) {
 
 // sendSegments sends pkts from the peer to our socket with UDP GSO where
 // sizes allow, so that a GRO socket gets them in few buffers.
-func (x *fastFixture) sendSegments(t *testing.T, pkts [][]byte) {
+func (x *fastFixture) sendSegments(t testing.TB, pkts [][]byte) {
 	t.Helper()
 	rc, err := x.peerConn.SyscallConn()
 	if err != nil {

@@ -80,6 +80,7 @@ type peerSet struct {
 	bySubnet map[netip.Prefix]route
 	byPublic map[netip.Addr]netip.Prefix
 	batching bool        // between BeginPeers and EndPeers: publish at EndPeers
+	dirty    bool        // a change was recorded in the batch
 	settle   *time.Timer // rebuilds the base once changes stop
 }
 
@@ -137,6 +138,7 @@ func (s *peerSet) unindex(r route) {
 // batch it only records the change.
 func (b *UDP) changeLocked(c changed) {
 	if b.peers.batching {
+		b.peers.dirty = true
 		return
 	}
 	old := b.tab.Load()

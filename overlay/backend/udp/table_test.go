@@ -57,6 +57,12 @@ func TestPeersBatched(t *testing.T) {
 	if r, ok := tab.lookup(netip.MustParseAddr("10.10.101.7")); !ok || r.dst != netip.MustParseAddrPort("192.168.77.101:8285") {
 		t.Fatalf("10.10.101.7 routes to %v, %v", r.dst, ok)
 	}
+	// A batch that changes nothing publishes nothing.
+	b.BeginPeers()
+	b.EndPeers()
+	if b.tab.Load() != tab {
+		t.Fatal("an empty batch published a new table")
+	}
 }
 
 // TestTableFollowsPeers: random adds, moves (a subnet to another PublicIP,

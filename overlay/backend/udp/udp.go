@@ -247,12 +247,19 @@ func (b *UDP) BeginPeers() {
 	b.mu.Unlock()
 }
 
-// EndPeers publishes a fresh table with every change since BeginPeers.
+// EndPeers publishes a fresh table with every change since BeginPeers. A
+// batch that changed nothing (a resync that found every peer current, a
+// watch response of lease renewals) keeps the table, unless it carries a
+// delta (the settle rebuild skips a batch in progress): rebuilding it would
+// copy every peer for nothing.
 func (b *UDP) EndPeers() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.peers.batching = false
-	b.publishLocked(b.tab.Load().own)
+	if t := b.tab.Load(); b.peers.dirty || t.delta != nil {
+		b.peers.dirty = false
+		b.publishLocked(t.own)
+	}
 }
 
 // Run moves packets both ways until ctx is done.

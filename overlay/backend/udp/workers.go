@@ -202,6 +202,9 @@ func (w *worker) tunToUDP() error {
 func (w *worker) tunRound(st *txState, wait bool) (bool, error) {
 	b, d, batch := w.b, w.q.dev, st.batch
 	batch.reset()
+	// One table for the whole batch, as udpRound does: a peer change
+	// reaches the next batch.
+	t := b.tab.Load()
 	read := false
 	for i := range tunReads {
 		n, err := d.read(st.bufs[i], i > 0 || !wait)
@@ -215,7 +218,7 @@ func (w *worker) tunRound(st *txState, wait bool) (bool, error) {
 			break // nothing (more) queued
 		}
 		read = true
-		if err := w.queueTunPacket(batch, st.bufs[i][:n], st.icmp); err != nil {
+		if err := w.queueTunPacket(batch, t, st.bufs[i][:n], st.icmp); err != nil {
 			return read, err
 		}
 		if batch.room() < tunBatch {
@@ -248,9 +251,10 @@ func nilIfStopped(err error) error {
 	return err
 }
 
-// queueTunPacket routes what one TUN read returned and adds its datagrams
-// to the batch; a packet for no peer gets an ICMP net unreachable back.
-func (w *worker) queueTunPacket(batch *sendBatch, buf, icmp []byte) error {
+// queueTunPacket routes what one TUN read returned by the table t and adds
+// its datagrams to the batch; a packet for no peer gets an ICMP net
+// unreachable back.
+func (w *worker) queueTunPacket(batch *sendBatch, t *table, buf, icmp []byte) error {
 	b, d := w.b, w.q.dev
 	h, pkt, err := d.split(buf)
 	if err != nil {
@@ -262,7 +266,7 @@ func (w *worker) queueTunPacket(batch *sendBatch, buf, icmp []byte) error {
 		b.metrics.Drop(dropReason(err))
 		return nil
 	}
-	r, ok := b.tab.Load().lookup(dst)
+	r, ok := t.lookup(dst)
 	if !ok {
 		b.metrics.Drop(backend.DropNoRoute)
 		if m := netUnreachable(icmp[vnetHdrLen:], pkt); m > 0 {
@@ -379,6 +383,8 @@ func (w *worker) udpRound(st *rxState, wait bool) (bool, error) {
 		return false, nil
 	}
 	t := b.tab.Load()
+	// A single worker has nobody to take strays from: no check per segment.
+	workers := len(b.fast.queues)
 	c.reset()
 	for i := range n {
 		from, data, segSize, trunc := r.msg(i)
@@ -395,12 +401,12 @@ func (w *worker) udpRound(st *rxState, wait bool) (bool, error) {
 			b.metrics.Drop(backend.DropMalformed)
 			continue
 		}
-		batch := segSize > 0 && len(data) > segSize
+		strays := workers > 1 && segSize > 0 && len(data) > segSize
 		for rest := data; len(rest) > 0; {
 			var seg []byte
 			seg, rest = nextSegment(rest, segSize)
-			if batch {
-				w.checkStray(seg)
+			if strays {
+				w.checkStray(seg, workers)
 			}
 			src, dst, err := ipv4Addrs(seg)
 			if err != nil {
@@ -422,14 +428,11 @@ func (w *worker) udpRound(st *rxState, wait bool) (bool, error) {
 	return true, w.writeTun(c)
 }
 
-// checkStray counts a datagram of a GRO batch that the steering would have
-// given to another worker, and logs the first: on such an underlay a flow's
-// datagrams can reach two workers, and TCP can see them out of order.
-func (w *worker) checkStray(seg []byte) {
-	n := len(w.b.fast.queues)
-	if n == 1 {
-		return
-	}
+// checkStray counts a datagram of a GRO batch that the steering (over n
+// workers) would have given to another worker, and logs the first: on such
+// an underlay a flow's datagrams can reach two workers, and TCP can see
+// them out of order.
+func (w *worker) checkStray(seg []byte, n int) {
 	if h, ok := flowHash(seg); ok && int(h%uint32(n)) != w.id {
 		if w.strays == 0 {
 			w.b.log.Warn("a UDP GRO batch mixes flows of several workers (the underlay device merges datagrams of different flows): "+

@@ -130,7 +130,7 @@ func (v *VXLAN) Reconcile(ctx context.Context) error {
 }
 
 // neighList lists a device's entries of one family; an interrupted dump
-// gives what it read (see backend.OwnedRoutes).
+// gives what it read (see backend.OwnedRoutesIn).
 func neighList(idx, family int) ([]netlink.Neigh, error) {
 	ns, err := netlink.NeighList(idx, family)
 	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
