@@ -194,6 +194,11 @@ func (l *Lab) startAgents(ctx context.Context, p *plan.Plan, hosts []string, tim
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	slots := make(chan struct{}, startingAgents)
+	// Upstream flanneld picks a free subnet at random and exits when
+	// another agent created that lease first ("subnet already exists"):
+	// agents that are not ours start one at a time, each once the one
+	// before holds its lease. Ours retry, and start side by side.
+	foreign := make(chan struct{}, 1)
 	var mu sync.Mutex
 	var ready []string
 	var lastReady atomic.Int64 // unix ns of the last agent that became ready
@@ -210,6 +215,15 @@ func (l *Lab) startAgents(ctx context.Context, p *plan.Plan, hosts []string, tim
 		if herr != nil {
 			err = herr
 			break
+		}
+		if !h.Agent.Ours {
+			select {
+			case foreign <- struct{}{}:
+			case <-gctx.Done():
+			}
+			if gctx.Err() != nil {
+				break
+			}
 		}
 		_, args := p.AgentOn(h.Index)
 		pid, serr := l.spawnAgent(st, h, args)
@@ -238,6 +252,9 @@ func (l *Lab) startAgents(ctx context.Context, p *plan.Plan, hosts []string, tim
 		}
 		g.Go(func() error {
 			defer func() { <-slots }()
+			if !h.Agent.Ours {
+				defer func() { <-foreign }()
+			}
 			if err := l.waitReady(gctx, st, h, startedAt, deadline, timeout, "of its start and of the last agent that became ready"); err != nil {
 				return err
 			}

@@ -202,9 +202,10 @@ func (w *worker) tunToUDP() error {
 func (w *worker) tunRound(st *txState, wait bool) (bool, error) {
 	b, d, batch := w.b, w.q.dev, st.batch
 	batch.reset()
-	// One table for the whole batch, as udpRound does: a peer change
-	// reaches the next batch.
-	t := b.tab.Load()
+	// One table for the whole batch, loaded once its first packet is in
+	// (the first read may block: a table loaded before it could be long
+	// stale), as udpRound does; a peer change reaches the next batch.
+	var t *table
 	read := false
 	for i := range tunReads {
 		n, err := d.read(st.bufs[i], i > 0 || !wait)
@@ -218,6 +219,9 @@ func (w *worker) tunRound(st *txState, wait bool) (bool, error) {
 			break // nothing (more) queued
 		}
 		read = true
+		if t == nil {
+			t = b.tab.Load()
+		}
 		if err := w.queueTunPacket(batch, t, st.bufs[i][:n], st.icmp); err != nil {
 			return read, err
 		}
