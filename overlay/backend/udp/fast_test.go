@@ -697,3 +697,28 @@ func TestTunDevStops(t *testing.T) {
 		t.Fatalf("read after close: %v", err)
 	}
 }
+
+// TestFastTunToUDPTableAfterWait: a packet that arrives while the worker
+// waits for the TUN device is routed by the table of when it arrived, not
+// of when the wait began: a peer that left meanwhile gets no datagram, the
+// sender an ICMP net unreachable.
+func TestFastTunToUDPTableAfterWait(t *testing.T) {
+	x := newFastFixture(t, false, true, false)
+	stop := x.run(t, x.w.tunToUDP)
+	time.Sleep(100 * time.Millisecond) // the worker is now blocked in its first read
+	x.b.tab.Store(&table{subnetLen: 24, own: netip.MustParsePrefix("10.10.1.0/24"),
+		bySubnet: map[netip.Prefix]route{}, byPublic: map[netip.Addr]netip.Prefix{}})
+	x.k.feed(t, vnetHdr{}, inner("10.10.1.5", "10.10.2.9", 100, 0))
+	reply := x.k.read(t, 1)[0].pkt
+	if len(reply) < 22 || reply[9] != 1 || reply[20] != 3 || reply[21] != 0 {
+		t.Fatalf("want an ICMP net unreachable back, got % x", reply[:min(len(reply), 24)])
+	}
+	x.peerConn.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if n, _, err := x.peerConn.ReadFromUDPAddrPort(make([]byte, 2048)); err == nil {
+		t.Fatalf("a %d-byte datagram went to the peer that left", n)
+	}
+	if x.m.Dropped(backend.DropNoRoute) != 1 {
+		t.Fatalf("no_route %d, want 1", x.m.Dropped(backend.DropNoRoute))
+	}
+	stop()
+}
